@@ -1,0 +1,30 @@
+# Two entry points do all set-up on a fresh clone: `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test setup bench clean-demo
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch==2.13.0 resolves to the CPU wheel on this machine's local disk (see README, "Set-up").
+	$(BIN)/pip install -q -e '.[train,cpu,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job on the embedded default: synthetic nuScenes-format data, tiny model, CPU, a few minutes.
+demo: $(STAMP)
+	$(BIN)/bevctl doctor --phase demo
+	$(BIN)/bevctl start demo --yes --local --wait
+	$(BIN)/bevctl watch --once --plot runs/demo-loss.png
+
+# The whole test suite (CI runs exactly this through .ci/run).
+test: $(STAMP)
+	bash tests/setup_extras.sh
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py

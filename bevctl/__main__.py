@@ -1,0 +1,3 @@
+from bevctl.cli import main
+
+main()

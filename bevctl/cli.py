@@ -1,0 +1,81 @@
+"""The `bevctl` command line. Each command lives in `bevctl/commands/<name>.py` as one typed function whose
+docstring is its help; those modules import only typer and the standard library at module level, so
+`bevctl --help` starts fast. Heavy imports (pydantic, docker, torch) happen inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import typer
+
+from bevctl import __version__
+from bevctl.commands import build, check_ckpt, data, doctor, runs_cmd, shell, start, stop, watch
+from bevctl.errors import BevctlError
+
+EXIT_CODES = "Exit codes: 0 ok, 1 check failed, 2 usage or input error, 3 environment unusable."
+
+app = typer.Typer(
+    name="bevctl",
+    help="Build, check, start and watch BEVFusion training runs.\n\n" + EXIT_CODES,
+    add_completion=True,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bevctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for unexpected errors."),
+) -> None:
+    if debug:
+        os.environ["BEVCTL_DEBUG"] = "1"
+
+
+app.command("build")(build.build)
+app.command("shell")(shell.shell)
+app.command("doctor")(doctor.doctor)
+app.command("check-ckpt")(check_ckpt.check_ckpt)
+app.command("start")(start.start)
+app.command("stop")(stop.stop)
+app.command("runs")(runs_cmd.runs)
+app.command("watch")(watch.watch)
+app.add_typer(data.app, name="data")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Console entry point: user errors become one line and an exit code, never a traceback."""
+    debug = "--debug" in (argv if argv is not None else sys.argv) or bool(os.environ.get("BEVCTL_DEBUG"))
+    try:
+        app(args=argv, prog_name="bevctl")
+    except BevctlError as exc:
+        from bevctl.console import error_line
+
+        error_line(exc.one_line())
+        sys.exit(exc.code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # an unexpected failure: one line unless --debug asks for the traceback
+        if debug:
+            raise
+        from bevctl.console import error_line
+
+        error_line(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per command. Module level imports: typer and the standard library only."""

@@ -1,0 +1,43 @@
+import subprocess
+import sys
+
+from tests.conftest import ROOT, run_cli
+
+COMMANDS = ["build", "shell", "doctor", "check-ckpt", "start", "stop", "runs", "watch", "data"]
+
+
+def test_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for name in COMMANDS:
+        assert name in result.stdout
+
+
+def test_every_command_has_help():
+    for name in COMMANDS:
+        result = run_cli(name, "--help")
+        assert result.returncode == 0, (name, result.stderr)
+        assert "Usage" in result.stdout
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("bevctl ")
+
+
+def test_help_does_not_import_heavy_modules():
+    code = (
+        "import sys; from bevctl.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'pydantic', 'docker', 'numpy', 'spconv') if m in sys.modules]\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "HEAVY=\n" in result.stdout, result.stdout
+
+
+def test_unknown_command_is_a_usage_error():
+    result = run_cli("no-such-command")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
