@@ -1,13 +1,119 @@
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from bevctl.commands._stub import not_yet
-
 
 def doctor(
-    phase: Optional[str] = typer.Option(None, "--phase", help="Tune the checks to this phase."),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    phase: Optional[str] = typer.Option(None, "--phase", "-p", help="Tune the checks to this phase (name or YAML path)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a phase value: key.path=value (repeatable)."),
+    check: List[str] = typer.Option([], "--check", "-c", help="Run only this check id, category or glob (repeatable)."),
+    in_container: bool = typer.Option(False, "--in-container", help="Run the checks inside the project container (docker exec)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON (schema 1) on stdout."),
+    list_checks: bool = typer.Option(False, "--list-checks", help="List the checks and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show skipped checks, check ids and timings."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="Time limit per check in seconds."),
 ) -> None:
-    """Check the environment: torch, GPUs, launcher, docker, data, weights, disk."""
-    not_yet("doctor", "doctor")
+    """Check the environment for a phase: Python and torch, GPUs and CUDA, launcher, docker, data, weights, disk.
+
+    Every check reports ok, warn, fail or skipped in one line, with a fix when it is not ok. With --phase the checks
+    follow the phase: a GPU phase fails without GPUs (a CPU phase only warns), torchpack/OpenMPI are checked when the
+    phase launches with torchpack, docker fails only when the phase runs in the container (launch.where).
+
+    Examples:
+
+      bevctl doctor --phase demo
+
+      bevctl doctor --phase phase4a --in-container
+
+      bevctl doctor --check docker --json
+
+    Exit codes: 0 ready (warnings allowed), 1 a check failed, 2 usage error,
+    3 environment unusable (no training dependencies where training would run, or docker needed but unreachable).
+    """
+    from bevctl import doctor as doc
+
+    if list_checks:
+        _list(doc, json_out)
+        return
+    if in_container:
+        report = _container_report(phase, set_, check, timeout)
+    else:
+        report = doc.run_checks(phase, ids=check, overrides=set_, timeout=timeout)
+    if json_out:
+        from bevctl.console import print_json
+
+        print_json(report.to_dict())
+    else:
+        doc.render(report, verbose=verbose)
+    raise typer.Exit(report.exit_code)
+
+
+def _list(doc, json_out: bool) -> None:
+    rows = [{"id": c.id, "category": c.category, "title": c.title, "timeout": c.timeout} for c in doc.CHECKS]
+    if json_out:
+        from bevctl.console import print_json
+
+        print_json({"schema": doc.SCHEMA, "kind": "doctor-checks", "checks": rows})
+        return
+    width = max(len(r["id"]) for r in rows)
+    for row in rows:
+        typer.echo(f"{row['id']:<{width}}  {row['title']}")
+
+
+def _container_report(phase: Optional[str], overrides: List[str], ids: List[str], timeout: Optional[float]):
+    """Run `bevctl doctor --json` in the phase's container and rebuild its report here."""
+    import io
+    import json
+    import tarfile
+    import time
+
+    from bevctl.doctor import Context, Report
+    from bevctl.doctor.checks_docker import connect
+    from bevctl.errors import EnvironmentUnusable
+    from bevctl.phases import load_phase, resolve_phase_file, shipped_phases
+
+    spec = load_phase(phase, overrides) if phase else load_phase("phase4a")
+    name, workdir = spec.container.name, spec.container.workdir
+    try:
+        client = connect(Context(spec, where="container", in_container=False))
+    except ConnectionError as exc:
+        raise EnvironmentUnusable(exc.args[0], fix=exc.args[1]) from None
+    import docker.errors
+
+    try:
+        target = client.containers.get(name)
+    except docker.errors.NotFound:
+        raise EnvironmentUnusable(f"container {name!r} does not exist",
+                                  fix="start it: bevctl shell (or set container.name)") from None
+    if target.status != "running":
+        raise EnvironmentUnusable(f"container {name!r} is {target.status}", fix=f"docker start {name} (or bevctl shell)")
+    argv = ["bevctl", "doctor", "--json"]
+    if phase:
+        if phase in shipped_phases():
+            argv += ["--phase", phase]
+        else:  # the container cannot see host paths outside its mounts: ship the phase file in
+            source = resolve_phase_file(phase)
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                data = source.read_bytes()
+                info = tarfile.TarInfo("bevctl-doctor-phase.yaml")
+                info.size, info.mtime = len(data), int(time.time())
+                tar.addfile(info, io.BytesIO(data))
+            target.put_archive("/tmp", buffer.getvalue())
+            argv += ["--phase", "/tmp/bevctl-doctor-phase.yaml"]
+        for item in overrides:
+            argv += ["--set", item]
+    for item in ids:
+        argv += ["--check", item]
+    if timeout:
+        argv += ["--timeout", str(timeout)]
+    code, (stdout, stderr) = target.exec_run(argv, environment={"BEVCTL_IN_CONTAINER": "1"}, workdir=workdir, demux=True)
+    text = (stdout or b"").decode("utf-8", "replace")
+    try:
+        report = Report.from_dict(json.loads(text))
+    except ValueError:
+        tail = ((stderr or b"").decode("utf-8", "replace").strip().splitlines() or [text.strip()[:200] or "no output"])[-1]
+        raise EnvironmentUnusable(f"`bevctl doctor` did not run in container {name!r} (exit {code}): {tail}",
+                                  fix="rebuild the image so it contains this bevctl: bevctl build") from None
+    report.where = f"container {name}"
+    return report
