@@ -1,15 +1,63 @@
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from bevctl.commands._stub import not_yet
-
 
 def check_ckpt(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint file (.pth or .safetensors)."),
-    phase: Optional[str] = typer.Option(None, "--phase", help="Take model and expectations from this phase."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    checkpoint: Optional[Path] = typer.Argument(
+        None, help="Checkpoint file (.pth or .safetensors). Default with --phase: the phase's load_from.", show_default=False
+    ),
+    phase: Optional[str] = typer.Option(None, "--phase", help="Take model config, GCA mode and expectations from this phase."),
+    model_config: Optional[str] = typer.Option(
+        None, "--model-config", help="full, tiny, a model-config YAML (built live, needs torch) or a key manifest .json."
+    ),
+    gca: Optional[str] = typer.Option(None, "--gca", help="GCA mode of the model: none, shared or task."),
+    expect_missing: List[str] = typer.Option(
+        [], "--expect-missing", metavar="GLOB", help="Model keys allowed to be missing (new modules), e.g. 'task_gca.*'."
+    ),
+    allow_unexpected: List[str] = typer.Option(
+        [], "--allow-unexpected", metavar="GLOB", help="Checkpoint keys the model does not have that are fine to drop."
+    ),
+    remap: List[str] = typer.Option(
+        [], "--remap", metavar="REGEX=REPL", help=r"Rename checkpoint keys first (re.sub, in order), e.g. '^backbone\.=encoders.camera.backbone.'."
+    ),
+    mmdet3d: bool = typer.Option(False, "--mmdet3d", help="Rename mmdetection3d BEVFusion keys to this model's names."),
+    live: bool = typer.Option(False, "--live", help="Build the model on the meta device instead of using a shipped manifest (needs torch)."),
+    trust: bool = typer.Option(
+        False, "--trust", help="Load with torch.load(weights_only=False): runs the file's pickle. Only for files you trust."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (schema 1)."),
 ) -> None:
-    """Validate a checkpoint against the model's keys before launch."""
-    not_yet("check-ckpt", "check-ckpt")
+    """Validate a checkpoint against the model's keys before launch.
+
+    Reads only the checkpoint's index (the pickle inside the .pth zip, never executed; or the safetensors header), so it is fast and needs no torch and no GPU. Reports per module group what keeps its training, what is new, missing, mismatched or unexpected.
+
+    Exit codes: 0 compatible under the expectations; 1 incompatible (prints the --expect-missing globs that would accept the missing keys); 2 unreadable, unsafe or not a checkpoint.
+
+    Example: bevctl check-ckpt runs/phase3/epoch_5.pth --phase phase4a
+    """
+    from bevctl.ckpt import check
+    from bevctl.console import err, print_json
+    from bevctl.errors import BevctlError, UsageError
+
+    if gca is not None and gca not in ("none", "shared", "task"):
+        raise UsageError(f"--gca {gca!r} is not a GCA mode", fix="use none, shared or task")
+    if trust:
+        err().print("[bold yellow]warning:[/] --trust: loading with torch.load(weights_only=False); "
+                    "the checkpoint's pickle can run arbitrary code", soft_wrap=True)
+    try:
+        report = check(
+            checkpoint, phase=phase, model_config=model_config, gca=gca, expect_missing=expect_missing,
+            allow_unexpected=allow_unexpected, remap=remap, mmdet3d=mmdet3d, trust=trust, live=live,
+        )
+    except BevctlError as exc:
+        if json_out:
+            print_json({"schema": 1, "ok": False, "exit_code": exc.code, "error": exc.message, "fix": exc.fix})
+        raise
+    if json_out:
+        print_json(report.to_json())
+    else:
+        report.render()
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)

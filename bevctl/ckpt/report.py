@@ -1,0 +1,251 @@
+"""The result of a check: verdict and exit code, a stable JSON form (`"schema": 1`) and a Rich rendering."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bevctl.ckpt.checkpoint import Checkpoint
+from bevctl.ckpt.compare import ALLOWED, IGNORED, LAYOUT, MATCHED, MISMATCH, MISSING, NEW, UNEXPECTED, Comparison
+from bevctl.ckpt.manifest import Manifest
+from bevctl.ckpt.rules import remap_arg, shell_quote
+
+SCHEMA = 1
+VERDICT_MARK = {"kept": "✅ kept", "new": "✨ new", "partial": "✅ kept + ✨ new", "problem": "❌ problem",
+                "unused": "⚠ unused", "allowed": "➖ allowed"}
+SHOW = 10  # rows per detail list in the human report; --json has them all
+
+
+@dataclass
+class Report:
+    checkpoint: Checkpoint
+    manifest: Manifest
+    comparison: Comparison
+    expect_missing: list[str]
+    allow_unexpected: list[str]
+    remap: list[tuple[str, str]]
+    phase: str | None = None
+    trusted: bool = False
+    suggestions: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ verdict
+
+    def entries(self, *statuses: str) -> list:
+        return [e for e in self.comparison.entries if e.status in statuses]
+
+    @property
+    def ok(self) -> bool:
+        return not self.entries(MISSING, MISMATCH)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    @property
+    def kept_params(self) -> int:
+        return sum(e.numel for e in self.entries(MATCHED, LAYOUT) if e.is_param and e.model_shape is not None)
+
+    def headline(self) -> str:
+        """One line in the seed's words: what keeps its training, what is new, what is wrong."""
+        parts = [f"{_approx(self.kept_params)} parameters keep their training"]
+        for group in self.comparison.groups:
+            new = group.param_counts.get(NEW, 0)
+            if new:
+                parts.append(f"{group.name} {new:,} new")
+        missing = self.entries(MISSING)
+        mismatch = self.entries(MISMATCH)
+        if missing:
+            parts.append(f"{len(missing)} keys missing ({sum(e.numel for e in missing if e.is_param):,} parameters)")
+        if mismatch:
+            parts.append(f"{len(mismatch)} shape mismatches")
+        layout = self.entries(LAYOUT)
+        if layout:
+            parts.append(f"{len(layout)} spconv weights need a layout conversion")
+        return "; ".join(parts)
+
+    def failure_line(self) -> str:
+        """What `bevctl check-ckpt` says on exit 1, with the exact flags that would accept the missing keys."""
+        bits = []
+        missing = self.entries(MISSING)
+        if missing:
+            globs = self.suggestions.get("expect_missing", [])
+            flags = " ".join(f"--expect-missing {shell_quote(g)}" for g in globs)
+            bits.append(f"{len(missing)} model keys missing from the checkpoint outside the expected globs; "
+                        f"if they are meant to start from scratch, add: {flags}")
+        mismatch = self.entries(MISMATCH)
+        if mismatch:
+            first = mismatch[0]
+            bits.append(f"{len(mismatch)} shape mismatches (e.g. {first.key}: checkpoint {list(first.ckpt_shape)} "
+                        f"vs model {list(first.model_shape)}) — wrong model config for this checkpoint?")
+        return "incompatible: " + "; ".join(bits)
+
+    # ------------------------------------------------------------------ JSON
+
+    def to_json(self) -> dict[str, Any]:
+        ck = self.checkpoint
+        man = self.manifest
+        return {
+            "schema": SCHEMA,
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "verdict": "compatible" if self.ok else "incompatible",
+            "headline": self.headline(),
+            "checkpoint": {
+                "path": str(ck.path),
+                "format": ck.format,
+                "bytes": ck.size,
+                "trusted_load": self.trusted,
+                "nesting": ck.nesting,
+                "stripped_prefixes": ck.stripped,
+                "tensors": len(ck.tensors),
+                "numel": ck.num_params,
+                "meta": ck.meta,
+                "top_level_keys": ck.top_level,
+                "optimizer": ck.optimizer,
+            },
+            "model": {
+                "config": man.config,
+                "gca": man.gca,
+                "heads": man.heads,
+                "manifest": man.source,
+                "model_version": man.model_version,
+                "keys": len(man.keys),
+                "params": sum(k.numel for k in man.keys.values() if k.kind == "param"),
+            },
+            "phase": self.phase,
+            "expect_missing": self.expect_missing,
+            "allow_unexpected": self.allow_unexpected,
+            "remap": [f"{p}={r}" for p, r in self.remap],
+            "summary": {
+                "kept_params": self.kept_params,
+                "new_params": sum(e.numel for e in self.entries(NEW) if e.is_param),
+                "missing_params": sum(e.numel for e in self.entries(MISSING) if e.is_param),
+                **{status: len(self.entries(status)) for status in (MATCHED, LAYOUT, NEW, MISSING, MISMATCH, UNEXPECTED, ALLOWED, IGNORED)},
+            },
+            "groups": [g.to_json() for g in self.comparison.groups],
+            "entries": {
+                status: [e.to_json() for e in self.entries(status)]
+                for status in (LAYOUT, NEW, MISSING, MISMATCH, UNEXPECTED, ALLOWED, IGNORED)
+            },
+            "suggestions": self.suggestions,
+            "notes": self.notes,
+        }
+
+    # ------------------------------------------------------------------ human
+
+    def render(self, console: Any = None) -> None:
+        from rich.table import Table
+
+        from bevctl.console import escape, out
+
+        console = console or out()
+        ck = self.checkpoint
+        man = self.manifest
+        source = f"[{ck.format}]"
+        if ck.nesting:
+            source += " " + "/".join(f"['{n}']" for n in ck.nesting)
+        console.print(f"[bold]checkpoint[/] {escape(str(ck.path))}  {_size(ck.size)}  {escape(source)}  "
+                      f"{len(ck.tensors):,} tensors, {_approx(ck.num_params)} values")
+        for prefix, n in ck.stripped.items():
+            console.print(f"  stripped [cyan]{escape(prefix)}[/] from {n:,} keys")
+        if ck.meta:
+            shown = ", ".join(f"{k} {v}" for k, v in ck.meta.items() if k not in ("hook_msgs",))
+            console.print(f"  meta: {escape(shown[:300])}")
+        if ck.optimizer:
+            o = ck.optimizer
+            console.print(f"  optimizer state: present ({o['params_with_state']:,} params, {o['tensors']:,} tensors, "
+                          f"{_size(o['bytes'])}) — not used by a weights-only load")
+        elif ck.top_level:
+            console.print("  optimizer state: absent")
+        console.print(f"[bold]model[/] {escape(man.config)}, gca {man.gca}, heads {'+'.join(man.heads)}  "
+                      f"({escape(man.source)}{', ' + escape(man.model_version) if man.model_version else ''})")
+        if self.remap:
+            console.print(f"  remap: {escape(' '.join(remap_arg(p, r) for p, r in self.remap))} "
+                          f"({self.comparison.remapped:,} keys renamed)")
+
+        table = Table(show_lines=False, pad_edge=False, box=None)
+        for col, just in (("group", "left"), ("verdict", "left"), ("keys", "right"), ("params kept", "right"),
+                          ("coverage", "right"), ("new", "right"), ("missing", "right"), ("mismatch", "right"),
+                          ("unexpected", "right"), ("ignored", "right")):
+            table.add_column(col, justify=just)
+        for g in self.comparison.groups:
+            c = g.counts
+            kept = c.get(MATCHED, 0) + c.get(LAYOUT, 0)
+            table.add_row(
+                g.name,
+                VERDICT_MARK[g.verdict],
+                f"{kept}/{g.keys - c.get(IGNORED, 0)}" if g.in_model else "-",
+                f"{g.kept_params:,}/{g.params:,}" if g.in_model else "-",
+                f"{100 * g.coverage:.1f}%" if g.in_model else "-",
+                _n(c.get(NEW)), _n(c.get(MISSING)), _n(c.get(MISMATCH)),
+                _n(c.get(UNEXPECTED, 0) + c.get(ALLOWED, 0)), _n(c.get(IGNORED)),
+            )
+        console.print(table)
+
+        self._detail(console, MISMATCH, "shape mismatch",
+                     lambda e: f"{e.key}: checkpoint {list(e.ckpt_shape)} vs model {list(e.model_shape)}")
+        self._detail(console, MISSING, "missing (not expected)", lambda e: f"{e.key} {list(e.model_shape)}")
+        self._detail(console, LAYOUT, "layout conversion (spconv 1.x weights)",
+                     lambda e: f"{e.key}: {list(e.ckpt_shape)} -> {list(e.model_shape)} ({e.note})")
+        self._detail(console, UNEXPECTED, "unexpected (in the checkpoint, not in the model; not loaded)",
+                     lambda e: f"{e.key} {list(e.ckpt_shape)}")
+        ignored = self.entries(IGNORED)
+        if ignored:
+            reasons: dict[str, int] = {}
+            for e in ignored:
+                reasons[e.note] = reasons.get(e.note, 0) + 1
+            console.print(f"[dim]ignored by rule ({len(ignored)}): "
+                          + escape("; ".join(f"{n} × {r}" for r, n in reasons.items())) + "[/]")
+        for note in self.notes:
+            console.print(f"[yellow]note:[/] {escape(note)}")
+        for line in self.suggestion_lines():
+            console.print(f"[cyan]suggestion:[/] {escape(line)}")
+        mark = "[green]✅ compatible[/]" if self.ok else "[red]❌ incompatible[/]"
+        console.print(f"{mark}: {escape(self.headline())}")
+        if not self.ok:
+            console.print(escape(self.failure_line()), soft_wrap=True)
+
+    def suggestion_lines(self) -> list[str]:
+        lines = []
+        s = self.suggestions
+        if s.get("prefix"):
+            p = s["prefix"]
+            lines.append(f"{p['matches']:,} checkpoint keys match under another prefix: --remap {remap_arg(p['regex'], p['replacement'])}")
+        if s.get("mmdet3d"):
+            args = " ".join(f"--remap {remap_arg(p, r)}" for p, r in s["mmdet3d"])
+            lines.append(f"the checkpoint uses mmdetection3d's BEVFusion names; convert with --mmdet3d (same as {args})")
+        if s.get("allow_unexpected"):
+            lines.append("to silence the unexpected keys: " +
+                         " ".join(f"--allow-unexpected {shell_quote(g)}" for g in s["allow_unexpected"]))
+        return lines
+
+    def _detail(self, console: Any, status: str, title: str, fmt: Any) -> None:
+        from bevctl.console import escape
+
+        rows = self.entries(status)
+        if not rows:
+            return
+        console.print(f"[bold]{title}[/] ({len(rows)}):")
+        for e in rows[:SHOW]:
+            console.print(f"  {escape(fmt(e))}", soft_wrap=True)
+        if len(rows) > SHOW:
+            console.print(f"  … {len(rows) - SHOW} more (--json lists all)")
+
+
+def _n(value: int | None) -> str:
+    return f"{value:,}" if value else "-"
+
+
+def _approx(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n:,} (~{n / 1e6:.1f}M)" if n < 10_000_000 else f"{n:,} (~{n / 1e6:.0f}M)"
+    return f"{n:,}"
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if nbytes < 1024 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} GB"
