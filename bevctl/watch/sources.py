@@ -1,0 +1,422 @@
+"""Log formats `bevctl watch` reads, each turned into records shaped like our events (`bevctl.runs`).
+
+A record is a dict with a ``kind`` (``train``, ``val``, ``gca_enabled``, ``checkpoint_loaded``, ``run_start``,
+``run_end``, ``alert`` ... plus ``checkpoint_missing`` for key lines found in text logs) and the fields of that kind.
+Train records use our names whatever the source: ``time`` is when the line was logged (None when unknown),
+``step_time`` the seconds per iteration (mmcv's and mmengine's ``time``), and every other number is a metric.
+Values parsed from text stay strings until a chart or a check needs them: converting all of them would make
+ingesting a long log several times slower, and most are never looked at.
+
+Formats:
+
+- our ``events.jsonl`` (`bevctl.runs.parse_event`),
+- mmcv 1.x text logs ``<ts>.log``: ``2022-10-17 18:10:44,756 - mmdet3d - INFO - Epoch [1][1850/2575]\\tlr: ...``,
+  ``Epoch(val) [E][N]\\t...`` and the lines of the seed's checks (GCA parameter counts, checkpoint loading),
+- mmcv 1.x ``<ts>.log.json`` (``mode`` train/val, 5-decimal floats),
+- mmengine text logs ``2025/04/09 13:17:08 - mmengine - INFO - Epoch(train)  [5][5550/7724]  lr: ...`` (fields
+  separated by two spaces) and ``vis_data/scalars.json`` (one JSON object per logged step with ``step``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time as _time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from bevctl import runs
+
+# Record fields that describe a step rather than measure the model.
+BOOKKEEPING = frozenset(runs.TRAIN_FIELDS) | {"schema", "time", "kind", "eta", "mode", "step", "_from"}
+
+# mmengine names its NuScenes metrics differently; alias the headline ones so panels and bands find them.
+_MMENGINE_ALIASES = {
+    "NuScenes metric/pred_instances_3d_NuScenes/mAP": "object/map",
+    "NuScenes metric/pred_instances_3d_NuScenes/NDS": "object/nds",
+}
+
+
+def is_metric(key: str) -> bool:
+    return key not in BOOKKEEPING
+
+
+def number(value: Any) -> float | None:
+    """A record value as a float (text logs keep strings), or None when it is not a number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+class Parser:
+    """Turns complete lines of one file into records; counts lines it could not read (`garbage`)."""
+
+    name = "base"
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.garbage = 0
+
+    def feed(self, lines: list[str]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class EventsParser(Parser):
+    """Our events.jsonl, read through the run contract."""
+
+    name = "events"
+
+    def feed(self, lines: list[str]) -> list[dict[str, Any]]:
+        parse = runs.parse_event
+        records = []
+        for line in lines:
+            event = parse(line)
+            if event is None:
+                if line.strip():
+                    self.garbage += 1
+                continue
+            records.append(event)
+        self.lines += len(lines)
+        return records
+
+
+# --------------------------------------------------------------------------------------------- text logs
+
+# `2022-10-17 18:10:44,756 - mmdet3d - INFO - msg` (mmcv) and `2025/04/09 13:17:08 - mmengine - INFO - msg`.
+_MMCV_HEAD = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d):(\d\d),(\d{3}) - \S+ - [A-Z]+ - ")
+_MMENGINE_HEAD = re.compile(r"(\d{4}/\d\d/\d\d \d\d:\d\d):(\d\d) - \S+ - [A-Z]+ - ")
+_MMCV_TRAIN = re.compile(r"Epoch \[(\d+)\]\[(\d+)/(\d+)\]\s+")
+_MMCV_VAL = re.compile(r"Epoch\(val\) \[(\d+)\]\[(\d+)\]\s+")
+_MMENGINE_STEP = re.compile(r"(Epoch|Iter)\((train|val|test)\)\s+(?:\[\s*(\d+)\])?\[\s*(\d+)/(\d+)\]\s+")
+# `key: value` pairs of mmcv's comma-separated items. eta's `1 day, 2:03:04` yields a stray `eta: 1`; the
+# true eta is taken from the line when asked for (`eta_of`).
+_KV = re.compile(r"([^\s,][^,]*?): ([^,\s]+)")
+_ETA = re.compile(r"eta: ((?:\d+ days?, )?\d+:\d\d:\d\d)")
+_GCA_PARAMS = re.compile(r"\[(\w+)\] GCA: params: ([\d,]+)")
+_TOTAL = re.compile(r"Total: ([\d,]+)")
+_LOAD = re.compile(r"load checkpoint from (?:local path: |http path: )?(\S+)")
+_MISSING_HEADS = (
+    "The following keys in model are not found in checkpoint:",
+    "missing keys in source state_dict:",
+)
+_KEY_LINE = re.compile(r"[\w.\-]+(?:\.\*)?(?:\s*,\s*[\w.\-]+(?:\.\*)?)*,?")
+
+
+def eta_of(line: str) -> str | None:
+    match = _ETA.search(line)
+    return match.group(1) if match else None
+
+
+class _Clock:
+    """Log timestamps to unix seconds; one `mktime` per distinct minute keeps long logs fast."""
+
+    def __init__(self) -> None:
+        self._minute: dict[str, float] = {}
+
+    def at(self, minute: str, seconds: str, millis: str = "0") -> float:
+        base = self._minute.get(minute)
+        if base is None:
+            fmt = "%Y-%m-%d %H:%M" if "-" in minute else "%Y/%m/%d %H:%M"
+            try:
+                base = _time.mktime(_time.strptime(minute, fmt))
+            except ValueError:
+                base = 0.0
+            self._minute[minute] = base
+        return base + int(seconds) + int(millis) / 1000.0
+
+
+class TextLogParser(Parser):
+    """mmcv and mmengine text logs (ours too: `bevctl.runs.TextLog` writes mmcv's format).
+
+    With ``verification_only`` the train/val lines are skipped: our runs carry them in events.jsonl, and the
+    text log is read only for the seed's grep-able checks in case the events lack them.
+    """
+
+    name = "text"
+
+    def __init__(self, verification_only: bool = False) -> None:
+        super().__init__()
+        self.verification_only = verification_only
+        self._clock = _Clock()
+        self._in_missing = False  # inside a multi-line "keys not found" list
+        self._gca_seen = False
+        self._last_train: tuple[dict[str, Any], str] | None = None
+
+    def feed(self, lines: list[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        mmcv_head = _MMCV_HEAD.match
+        for line in lines:
+            head = mmcv_head(line)
+            if head is not None:
+                when = self._clock.at(head.group(1), head.group(2), head.group(3))
+                msg_at = head.end()
+                if line.startswith("Epoch [", msg_at):
+                    self._in_missing = False
+                    if not self.verification_only:
+                        record = self._mmcv_train(line, msg_at, when)
+                        if record is None:
+                            self.garbage += 1
+                        else:
+                            out.append(record)
+                    continue
+            else:
+                head = _MMENGINE_HEAD.match(line)
+                if head is not None:
+                    when = self._clock.at(head.group(1), head.group(2))
+                    msg_at = head.end()
+                else:  # a continuation line of a multi-line message
+                    when, msg_at = None, 0
+            message = line[msg_at:].rstrip("\r\n")
+            record = self._message(message, when, continuation=head is None)
+            if record is not None:
+                out.append(record)
+        if self._last_train is not None:  # only the newest eta is ever shown
+            record, line = self._last_train
+            record["eta"] = eta_of(line)
+            self._last_train = None
+        self.lines += len(lines)
+        return out
+
+    def _mmcv_train(self, line: str, at: int, when: float) -> dict[str, Any] | None:
+        step = _MMCV_TRAIN.match(line, at)
+        if step is None:
+            return None
+        record: dict[str, Any] = dict(_KV.findall(line, step.end()))
+        record["step_time"] = record.pop("time", None)
+        record.pop("eta", None)
+        record["kind"] = "train"
+        record["time"] = when
+        record["epoch"] = int(step.group(1))
+        record["iter"] = int(step.group(2))
+        record["iters_per_epoch"] = int(step.group(3))
+        self._last_train = (record, line)
+        return record
+
+    def _message(self, message: str, when: float | None, continuation: bool) -> dict[str, Any] | None:
+        if not continuation and message.startswith("Epoch(val)"):
+            self._in_missing = False
+            if self.verification_only:
+                return None
+            val = _MMCV_VAL.match(message)
+            if val is not None:
+                record: dict[str, Any] = dict(_KV.findall(message, val.end()))
+                record.update(kind="val", time=when, epoch=int(val.group(1)))
+                return record
+        step = None if continuation else _MMENGINE_STEP.match(message)
+        if step is not None:
+            self._in_missing = False
+            return None if self.verification_only else self._mmengine(message, step, when)
+        return self._verification(message, when, continuation)
+
+    def _mmengine(self, message: str, step: re.Match, when: float | None) -> dict[str, Any] | None:
+        unit, mode, epoch, it, total = step.groups()
+        fields: dict[str, Any] = {}
+        for item in re.split(r"\s{2,}", message[step.end():].strip()):
+            key, sep, value = item.rpartition(": ")
+            if sep:
+                fields[key] = value.strip()
+        if mode == "train":
+            fields["step_time"] = fields.pop("time", None)
+            fields.update(kind="train", time=when, iter=int(it), iters_per_epoch=int(total))
+            fields["epoch"] = int(epoch) if epoch is not None else 1
+            if unit == "Iter":
+                fields["global_step"] = int(it)
+            return fields
+        # Progress lines during evaluation carry only eta/time; the final one carries the metrics.
+        metrics = {k: v for k, v in fields.items() if k not in ("eta", "time", "data_time", "memory")}
+        if not metrics:
+            return None
+        for long, short in _MMENGINE_ALIASES.items():
+            if long in metrics:
+                metrics[short] = metrics[long]
+        metrics.update(kind="val", time=when, epoch=int(epoch) if epoch is not None else None)
+        return metrics
+
+    def _verification(self, message: str, when: float | None, continuation: bool) -> dict[str, Any] | None:
+        text = message.strip()
+        if self._in_missing:
+            if text and _KEY_LINE.fullmatch(text):
+                keys = [k.strip() for k in text.split(",") if k.strip()]
+                return {"kind": "checkpoint_missing", "keys": keys, "time": when, "_from": "text"}
+            if text:
+                self._in_missing = False
+            else:
+                return None
+        if "GCA" in text:
+            if "Task-specific GCA mode enabled" in text:
+                self._gca_seen = True
+                return {"kind": "gca_enabled", "mode": "task", "time": when, "_from": "text"}
+            match = _GCA_PARAMS.search(text)
+            if match:
+                self._gca_seen = True
+                count = int(match.group(2).replace(",", ""))
+                return {"kind": "gca_enabled", "params": {match.group(1): count}, "time": when, "_from": "text"}
+        if self._gca_seen and text.startswith("Total:"):
+            match = _TOTAL.match(text)
+            if match:
+                self._gca_seen = False
+                return {"kind": "gca_enabled", "total": int(match.group(1).replace(",", "")), "_from": "text"}
+        if "load checkpoint from" in text:
+            match = _LOAD.search(text)
+            if match:
+                return {"kind": "checkpoint_loaded", "path": match.group(1), "time": when, "_from": "text"}
+        for head in _MISSING_HEADS:
+            at = text.find(head)
+            if at >= 0:
+                self._in_missing = True
+                rest = text[at + len(head):].strip()
+                keys = [k.strip() for k in rest.split(",") if k.strip()]
+                return {"kind": "checkpoint_missing", "keys": keys, "time": when, "_from": "text"}
+        return None
+
+
+# --------------------------------------------------------------------------------------------- JSON logs
+
+
+class MmcvJsonParser(Parser):
+    """mmcv's `<ts>.log.json`: a first line of runner meta (`{}`), then `{"mode": "train", ...}` per interval."""
+
+    name = "mmcv-json"
+
+    def feed(self, lines: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError:
+                self.garbage += 1
+                continue
+            if not isinstance(data, dict):
+                self.garbage += 1
+                continue
+            mode = data.pop("mode", None)
+            if mode == "train":
+                data["step_time"] = data.pop("time", None)
+                data["kind"] = "train"
+                data["time"] = None
+                out.append(data)
+            elif mode == "val":
+                data.pop("time", None)
+                data.pop("data_time", None)
+                data["kind"] = "val"
+                data["time"] = None
+                out.append(data)
+            # anything else (the runner meta line) is not a step
+        self.lines += len(lines)
+        return out
+
+
+class MmengineScalarsParser(Parser):
+    """mmengine's `vis_data/scalars.json`: one JSON object per logged step, `step` = global iteration (train)
+    or epoch (val); validation lines have no `lr`/`loss`."""
+
+    name = "mmengine-json"
+
+    def feed(self, lines: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError:
+                self.garbage += 1
+                continue
+            if not isinstance(data, dict):
+                self.garbage += 1
+                continue
+            if "lr" in data or "loss" in data:
+                data["step_time"] = data.pop("time", None)
+                data["kind"] = "train"
+                data["time"] = None
+                if "step" in data:
+                    data["global_step"] = data["step"]
+            else:
+                for key in ("time", "data_time"):
+                    data.pop(key, None)
+                for long, short in _MMENGINE_ALIASES.items():
+                    if long in data:
+                        data[short] = data[long]
+                data["kind"] = "val"
+                data["time"] = None
+                data.setdefault("epoch", data.get("step"))
+            out.append(data)
+        self.lines += len(lines)
+        return out
+
+
+# --------------------------------------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """Files of one format inside a folder, found again on every rescan (new files join as they appear)."""
+
+    folder: Path
+    glob: str
+    make: Callable[[], Parser]
+    label: str
+
+    def files(self) -> list[Path]:
+        try:
+            found = [p for p in self.folder.glob(self.glob) if p.is_file()]
+        except OSError:
+            return []
+        if self.glob == "*.log":  # `x.log.json` does not match `*.log`, but rotated `x.log.1` never should
+            found = [p for p in found if p.suffix == ".log"]
+        return sorted(found)
+
+
+def parser_for_file(path: Path) -> tuple[Callable[[], Parser], str]:
+    name = path.name
+    if name == runs.EVENTS or name.endswith(".jsonl"):
+        return EventsParser, "events"
+    if name.endswith(".log.json"):
+        return MmcvJsonParser, "mmcv-json"
+    if name == "scalars.json" or (path.parent.name == "vis_data" and name.endswith(".json")):
+        return MmengineScalarsParser, "mmengine-json"
+    return TextLogParser, "text"
+
+
+def discover(path: Path) -> list[Pattern]:
+    """What to follow for a run directory (ours, the original BEVFusion's, mmdet3d's) or a single log file."""
+    if path.is_file():
+        make, label = parser_for_file(path)
+        return [Pattern(path.parent, path.name, make, label)]
+    ours = (path / runs.MANIFEST).exists() or (path / runs.EVENTS).exists()
+    if ours:
+        return [
+            Pattern(path, runs.EVENTS, EventsParser, "events"),
+            Pattern(path, "*.log", lambda: TextLogParser(verification_only=True), "text (checks only)"),
+        ]
+    # mmengine: <work_dir>/<timestamp>/<timestamp>.log and .../vis_data/scalars.json; follow the newest session.
+    sessions = sorted(p for p in path.glob("*/vis_data") if p.is_dir())
+    if (path / "vis_data").is_dir():
+        sessions.append(path / "vis_data")
+    if sessions:
+        session = sessions[-1].parent
+        if any(session.glob("*.log")):
+            return [Pattern(session, "*.log", TextLogParser, "mmengine text")]
+        return [Pattern(session / "vis_data", "scalars.json", MmengineScalarsParser, "mmengine-json")]
+    # mmcv (the original BEVFusion): `<ts>.log` holds everything `<ts>.log.json` does plus the checks and ETA.
+    if any(p.suffix == ".log" for p in path.glob("*.log")):
+        return [Pattern(path, "*.log", TextLogParser, "mmcv text")]
+    if any(path.glob("*.log.json")):
+        return [Pattern(path, "*.log.json", MmcvJsonParser, "mmcv-json")]
+    # Nothing yet (a run that has not started logging): wait for our files.
+    return [
+        Pattern(path, runs.EVENTS, EventsParser, "events"),
+        Pattern(path, "*.log", TextLogParser, "text"),
+    ]
