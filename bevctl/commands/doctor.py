@@ -15,9 +15,7 @@ def doctor(
 ) -> None:
     """Check the environment for a phase: Python and torch, GPUs and CUDA, launcher, docker, data, weights, disk.
 
-    Every check reports ok, warn, fail or skipped in one line, with a fix when it is not ok. With --phase the checks
-    follow the phase: a GPU phase fails without GPUs (a CPU phase only warns), torchpack/OpenMPI are checked when the
-    phase launches with torchpack, docker fails only when the phase runs in the container (launch.where).
+    Every check reports ok, warn, fail or skipped in one line, with a fix when it is not ok. With --phase the checks follow the phase: a GPU phase fails without GPUs (a CPU phase only warns), torchpack, OpenMPI and mpi4py are checked when the phase launches with torchpack, docker fails only when the phase runs in the container (launch.where) and warns for auto.
 
     Examples:
 
@@ -25,10 +23,9 @@ def doctor(
 
       bevctl doctor --phase phase4a --in-container
 
-      bevctl doctor --check docker --json
+      bevctl doctor --check docker --check weights --json
 
-    Exit codes: 0 ready (warnings allowed), 1 a check failed, 2 usage error,
-    3 environment unusable (no training dependencies where training would run, or docker needed but unreachable).
+    Exit codes: 0 ready (warnings allowed), 1 a check failed, 2 usage error, 3 environment unusable (no training dependencies where the phase trains, or docker needed but unreachable).
     """
     from bevctl import doctor as doc
 
