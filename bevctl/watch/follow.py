@@ -195,7 +195,7 @@ class Waker:
 
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
-                if event.event_type not in ("opened", "closed_no_write"):
+                if event.event_type not in ("opened", "closed", "closed_no_write"):  # our reads, or after a modify
                     wake.set()
 
         observer = Observer()
