@@ -1,3 +1,4 @@
+import os
 from typing import List, Optional
 
 import typer
@@ -32,7 +33,7 @@ def doctor(
     if list_checks:
         _list(doc, json_out)
         return
-    if in_container:
+    if in_container and os.environ.get("BEVCTL_IN_CONTAINER", "") in ("", "0"):  # already inside: just run here
         report = _container_report(phase, set_, check, timeout)
     else:
         report = doc.run_checks(phase, ids=check, overrides=set_, timeout=timeout)
@@ -59,18 +60,15 @@ def _list(doc, json_out: bool) -> None:
 
 def _container_report(phase: Optional[str], overrides: List[str], ids: List[str], timeout: Optional[float]):
     """Run `bevctl doctor --json` in the phase's container and rebuild its report here."""
-    import io
     import json
-    import tarfile
-    import time
 
     from bevctl.doctor import Context, Report
     from bevctl.doctor.checks_docker import connect
     from bevctl.errors import EnvironmentUnusable
-    from bevctl.phases import load_phase, resolve_phase_file, shipped_phases
+    from bevctl.phases import load_phase, phase_from_dict, shipped_phases
 
-    spec = load_phase(phase, overrides) if phase else load_phase("phase4a")
-    name, workdir = spec.container.name, spec.container.workdir
+    spec = load_phase(phase, overrides) if phase else phase_from_dict({"name": "default"})
+    name = spec.container.name
     try:
         client = connect(Context(spec, where="container", in_container=False))
     except ConnectionError as exc:
@@ -80,37 +78,56 @@ def _container_report(phase: Optional[str], overrides: List[str], ids: List[str]
     try:
         target = client.containers.get(name)
     except docker.errors.NotFound:
-        raise EnvironmentUnusable(f"container {name!r} does not exist",
-                                  fix="start it: bevctl shell (or set container.name)") from None
+        raise EnvironmentUnusable(f"container {name!r} does not exist", fix="start it: bevctl shell (or set container.name)") from None
     if target.status != "running":
         raise EnvironmentUnusable(f"container {name!r} is {target.status}", fix=f"docker start {name} (or bevctl shell)")
-    argv = ["bevctl", "doctor", "--json"]
+    # `env` because exec_in takes no environment; the variable tells the inner doctor it is in the project container.
+    argv = ["env", "BEVCTL_IN_CONTAINER=1", "bevctl", "doctor", "--json"]
     if phase:
-        if phase in shipped_phases():
-            argv += ["--phase", phase]
-        else:  # the container cannot see host paths outside its mounts: ship the phase file in
-            source = resolve_phase_file(phase)
-            buffer = io.BytesIO()
-            with tarfile.open(fileobj=buffer, mode="w") as tar:
-                data = source.read_bytes()
-                info = tarfile.TarInfo("bevctl-doctor-phase.yaml")
-                info.size, info.mtime = len(data), int(time.time())
-                tar.addfile(info, io.BytesIO(data))
-            target.put_archive("/tmp", buffer.getvalue())
-            argv += ["--phase", "/tmp/bevctl-doctor-phase.yaml"]
+        argv += ["--phase", phase if phase in shipped_phases() else _copy_phase_in(target, phase)]
         for item in overrides:
             argv += ["--set", item]
     for item in ids:
         argv += ["--check", item]
     if timeout:
         argv += ["--timeout", str(timeout)]
-    code, (stdout, stderr) = target.exec_run(argv, environment={"BEVCTL_IN_CONTAINER": "1"}, workdir=workdir, demux=True)
-    text = (stdout or b"").decode("utf-8", "replace")
+    code, output = _exec(client, target, argv)
+    start = output.find("{")
     try:
-        report = Report.from_dict(json.loads(text))
+        report = Report.from_dict(json.JSONDecoder().raw_decode(output[start:])[0] if start >= 0 else {})
     except ValueError:
-        tail = ((stderr or b"").decode("utf-8", "replace").strip().splitlines() or [text.strip()[:200] or "no output"])[-1]
+        tail = (output.strip().splitlines() or ["no output"])[-1][:200]
         raise EnvironmentUnusable(f"`bevctl doctor` did not run in container {name!r} (exit {code}): {tail}",
                                   fix="rebuild the image so it contains this bevctl: bevctl build") from None
     report.where = f"container {name}"
     return report
+
+
+def _exec(client, target, argv: List[str]):
+    """(exit code, stdout+stderr) of a command in the container, through bevctl.container when it is there."""
+    try:
+        from bevctl import container
+    except ImportError:
+        container = None
+    if container is not None and hasattr(container, "exec_in"):
+        return container.exec_in(target, argv, cli=client)
+    result = target.exec_run(argv)
+    return int(result.exit_code), (result.output or b"").decode("utf-8", "replace")
+
+
+def _copy_phase_in(target, phase: str) -> str:
+    """The container cannot see host paths outside its mounts: copy the phase file to /tmp inside it."""
+    import io
+    import tarfile
+    import time
+
+    from bevctl.phases import resolve_phase_file
+
+    data = resolve_phase_file(phase).read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("bevctl-doctor-phase.yaml")
+        info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    target.put_archive("/tmp", buffer.getvalue())
+    return "/tmp/bevctl-doctor-phase.yaml"

@@ -34,7 +34,7 @@ def _generated(ctx: Context) -> bool:
 def _pre(ctx: Context):
     if ctx.phase is None:
         return "skipped", "no phase given (--phase P)"
-    if ctx.where == "container":
+    if ctx.runs_in == "container":
         # On the host the container's mount source is data.root; still worth checking when it exists here.
         if not _root(ctx).exists():
             return "skipped", f"{ctx.phase.data.root} is not on this host; check inside with --in-container"

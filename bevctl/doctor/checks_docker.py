@@ -144,6 +144,20 @@ def _project_files(ctx: Context) -> list[Path]:
     return [p for p in candidates if p.is_file()]
 
 
+def _labelled_status(ctx: Context, client: Any, image: str) -> dict | None:
+    """bevctl.container's verdict (labels hold a hash of docker/ and pyproject.toml), when that module is there."""
+    try:
+        from bevctl import container
+    except ImportError:
+        return None
+    if not hasattr(container, "image_info"):
+        return None
+    try:
+        return container.image_info(image, root=container.project_root(ctx.cwd), cli=client)
+    except Exception:  # outside a checkout (no docker/Dockerfile): fall back to timestamps
+        return None
+
+
 def check_image(ctx: Context):
     skip = _skip(ctx)
     if skip:
@@ -152,25 +166,23 @@ def check_image(ctx: Context):
     client, skipped = _client_or_skip(ctx)
     if skipped:
         return skipped
-    try:
-        import docker.errors
+    import docker.errors
 
+    try:
         img = client.images.get(image)
     except docker.errors.ImageNotFound:
-        return _severity(ctx), f"image {image} is not built", "bevctl build"
-    labels = img.labels or {}
+        return _severity(ctx), f"image {image} is not built", f"bevctl build (or set container.image)"
     created = dt.datetime.fromisoformat(img.attrs["Created"][:19]).replace(tzinfo=dt.timezone.utc)
-    size = f"{img.attrs.get('Size', 0) / 2**30:.1f} GiB"
-    from bevctl import __version__
-
-    built_with = labels.get("bevctl.version")
-    if built_with and built_with != __version__:
-        return "warn", f"image {image} was built by bevctl {built_with}, this is {__version__}", "bevctl build"
+    described = f"image {image} ({img.attrs.get('Size', 0) / 2**30:.1f} GiB, built {created:%Y-%m-%d %H:%M} UTC)"
+    info = _labelled_status(ctx, client, image)
+    if info is not None:
+        if info.get("status") == "stale":
+            return "warn", f"{described} is stale: docker/ or pyproject.toml changed since it was built", "bevctl build"
+        return "ok", described, None
     newer = [p for p in _project_files(ctx) if dt.datetime.fromtimestamp(p.stat().st_mtime, dt.timezone.utc) > created]
     if newer:
-        return ("warn", f"image {image} ({created:%Y-%m-%d %H:%M}) is older than {', '.join(short_path(p) for p in newer)}",
-                "rebuild: bevctl build")
-    return "ok", f"image {image} ({size}, built {created:%Y-%m-%d %H:%M} UTC)", None
+        return "warn", f"{described} is older than {', '.join(short_path(p) for p in newer)}", "bevctl build"
+    return "ok", described, None
 
 
 def parse_size(text: str) -> int:
@@ -195,7 +207,7 @@ def check_shm(ctx: Context):
     need = procs * max(data.workers, 1) * SHM_PER_WORKER
     basis = f"{procs} process(es) × {data.workers} workers"
     bad = "fail" if ctx.gpu_phase else "warn"
-    if ctx.where == "container":  # on the host: judge the container's configured size
+    if ctx.runs_in == "container":  # on the host: judge the container's configured size
         if container.ipc_host:
             return "ok", "the container shares the host IPC namespace (ipc_host)", None
         have = parse_size(container.shm_size)

@@ -164,10 +164,14 @@ class Context:
         return self.gpus_wanted > 0
 
     @property
+    def runs_in(self) -> str:
+        """Where the trainer runs: local, container, inside (this is the container), auto (undecided) or unknown."""
+        return self.auto_choice if self.where == "auto" and self.auto_choice else self.where
+
+    @property
     def trains_here(self) -> str:
         """Whether this environment's Python runs the trainer: "yes", "maybe" (no phase / auto undecided) or "no"."""
-        where = self.auto_choice if self.where == "auto" and self.auto_choice else self.where
-        return {"inside": "yes", "local": "yes", "container": "no"}.get(where, "maybe")
+        return {"inside": "yes", "local": "yes", "container": "no"}.get(self.runs_in, "maybe")
 
     def describe_where(self) -> Optional[str]:
         if self.where == "auto":
