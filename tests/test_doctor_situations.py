@@ -20,6 +20,7 @@ from bevctl.phases import phase_from_dict
 from tests.conftest import run_cli
 
 NO_DOCKER = "unix:///nonexistent.sock"
+ON_HOST = {"BEVCTL_IN_CONTAINER": "0"}  # these tests describe the host side, even when the suite runs in a container
 
 
 def _has_nvidia() -> bool:
@@ -233,7 +234,7 @@ def test_missing_dataset_fails_but_synthetic_will_be_generated(tmp_path):
 
 
 def test_no_docker_daemon_fails_when_the_phase_runs_in_the_container(tmp_path):
-    env = {"DOCKER_HOST": NO_DOCKER}
+    env = {"DOCKER_HOST": NO_DOCKER, **ON_HOST}
     phase = write_phase(tmp_path, launch={"where": "container"})
     checks, report = doctor_json("--phase", str(phase), "--check", "docker.daemon", env=env, code=3)
     daemon = checks["docker.daemon"]
@@ -247,7 +248,7 @@ def test_no_docker_daemon_fails_when_the_phase_runs_in_the_container(tmp_path):
 
 
 def test_in_container_without_docker_is_unusable(tmp_path):
-    result = run_cli("doctor", "--phase", "demo", "--in-container", env={"DOCKER_HOST": NO_DOCKER})
+    result = run_cli("doctor", "--phase", "demo", "--in-container", env={"DOCKER_HOST": NO_DOCKER, **ON_HOST})
     assert result.returncode == 3 and "not running" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -274,7 +275,7 @@ def test_hanging_docker_daemon_is_timed_out(tmp_path):
     try:
         phase = write_phase(tmp_path, launch={"where": "container"})
         checks, _ = doctor_json("--phase", str(phase), "--check", "docker.daemon", "--check", "disk.runs",
-                                "--timeout", "2", env={"DOCKER_HOST": f"unix://{path}"}, code=3)
+                                "--timeout", "2", env={"DOCKER_HOST": f"unix://{path}", **ON_HOST}, code=3)
         assert checks["docker.daemon"]["status"] == "fail" and "timed out" in checks["docker.daemon"]["message"]
         assert checks["disk.runs"]["status"] == "ok"
     finally:
@@ -284,6 +285,34 @@ def test_hanging_docker_daemon_is_timed_out(tmp_path):
         for conn in held:
             conn.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_inside_the_project_container_docker_is_skipped_and_the_stack_is_checked(tmp_path):
+    phase = write_phase(tmp_path, launch={"where": "container"})
+    env = {"DOCKER_HOST": NO_DOCKER, "BEVCTL_IN_CONTAINER": "1"}
+    checks, report = doctor_json("--phase", str(phase), "--check", "docker", "--check", "python.packages", env=env, code=0)
+    assert report["where"].startswith("container") and report["launch_where"] == "inside"
+    assert checks["docker.daemon"]["status"] == "skipped" and "inside the project container" in checks["docker.daemon"]["message"]
+    assert checks["python.packages"]["status"] == "ok"
+    assert checks["docker.shm"]["status"] == "ok" and "/dev/shm" in checks["docker.shm"]["message"]
+
+
+def test_docker_errors_tell_permission_from_down():
+    from bevctl.doctor.checks_docker import _explain
+
+    def chained(inner):
+        try:
+            try:
+                raise inner
+            except OSError as exc:
+                raise RuntimeError("Connection aborted.") from exc
+        except RuntimeError as outer:
+            return outer
+
+    message, fix = _explain(chained(PermissionError(13, "Permission denied")), "unix:///var/run/docker.sock")
+    assert "permission denied" in message and "usermod -aG docker" in fix
+    message, fix = _explain(chained(ConnectionRefusedError(111, "Connection refused")), "unix:///var/run/docker.sock")
+    assert "not running" in message and "systemctl start docker" in fix
 
 
 def test_shm_too_small_for_gpus_times_workers():

@@ -33,7 +33,9 @@ def doctor(
     if list_checks:
         _list(doc, json_out)
         return
-    if in_container and os.environ.get("BEVCTL_IN_CONTAINER", "") in ("", "0"):  # already inside: just run here
+    from bevctl.doctor.core import in_project_container
+
+    if in_container and not in_project_container(dict(os.environ)):  # already inside: just run the checks here
         report = _container_report(phase, set_, check, timeout)
     else:
         report = doc.run_checks(phase, ids=check, overrides=set_, timeout=timeout)

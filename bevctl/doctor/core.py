@@ -137,7 +137,7 @@ class Context:
         self.phase = phase
         self.env = dict(os.environ if env is None else env)
         self.cwd = Path(cwd or os.getcwd())
-        self.in_container = _in_project_container(self.env) if in_container is None else in_container
+        self.in_container = in_project_container(self.env) if in_container is None else in_container
         if self.in_container:
             self.where = "inside"  # training would run right here, in the project container
         elif where:
@@ -218,10 +218,17 @@ class Context:
         return value
 
 
-def _in_project_container(env: dict) -> bool:
-    # /.dockerenv is not enough: development machines are often containers themselves. The project image sets
-    # BEVCTL_IN_CONTAINER=1, and `bevctl doctor --in-container` passes it to `docker exec`.
-    return env.get("BEVCTL_IN_CONTAINER", "") not in ("", "0")
+PROJECT_WORKDIR = "/workspace/bevfusion"  # where the project image keeps the checkout
+
+
+def in_project_container(env: dict) -> bool:
+    # /.dockerenv alone is not enough: development machines are often containers themselves. So: the explicit
+    # BEVCTL_IN_CONTAINER (which `bevctl doctor --in-container` passes to `docker exec`; "0" forces host mode), or
+    # a container that has the project image's workdir.
+    flag = env.get("BEVCTL_IN_CONTAINER")
+    if flag is not None and flag != "":
+        return flag != "0"
+    return os.path.exists("/.dockerenv") and os.path.isdir(PROJECT_WORKDIR)
 
 
 # --------------------------------------------------------------------------------------------- selection
