@@ -183,7 +183,8 @@ def test_query_init_local_max_and_xy_layout():
             last.weight.zero_()
             last.bias.zero_()
         head.prediction_heads[0].rot[-1].bias.copy_(torch.tensor([0.0, 1.0]))  # yaw 0
-        head.prediction_heads[0].heatmap[-1].weight.zero_()  # class logits = the -2.19 prior
+        head.prediction_heads[0].heatmap[-1].weight.zero_()  # class logits 0: sigmoid 0.5
+        head.prediction_heads[0].heatmap[-1].bias.zero_()
         preds = head(torch.randn(1, 32, 32, 32))
         out = head.get_bboxes(preds)[0]
     assert preds["query_labels"][0].tolist()[:3] == [0, 8, 8]
@@ -195,7 +196,7 @@ def test_query_init_local_max_and_xy_layout():
     assert top[3:6].tolist() == pytest.approx([1.0, 1.0, 1.0]) and top[6].item() == pytest.approx(0.0)
     assert out["labels_3d"].dtype == torch.long and out["boxes_3d"].shape[1] == 9
     # score = sigmoid(class logit) x query heatmap score
-    expect = torch.sigmoid(torch.tensor(-2.19)) * torch.sigmoid(torch.tensor(5.0))
+    expect = 0.5 * torch.sigmoid(torch.tensor(5.0))
     assert out["scores_3d"].max().item() == pytest.approx(expect.item(), rel=1e-4)
 
 

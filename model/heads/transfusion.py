@@ -146,7 +146,7 @@ class TransformerDecoderLayer(nn.Module):
 class FFN(nn.Module):
     """Per-query prediction heads, one attribute per output (`center`, ..., `heatmap`), 1x1 Conv1d stacks."""
 
-    def __init__(self, in_channels: int, heads: dict, head_conv: int, init_bias: float = -2.19):
+    def __init__(self, in_channels: int, heads: dict, head_conv: int):
         super().__init__()
         self.heads = dict(heads)
         for name, (out_channels, num_conv) in self.heads.items():
@@ -157,9 +157,9 @@ class FFN(nn.Module):
                 c_in = head_conv
             layers.append(nn.Conv1d(c_in, out_channels, 1, bias=True))
             setattr(self, name, nn.Sequential(*layers))
-        # Class logits start at sigmoid ~ 0.1 (focal-loss prior) so early losses are not dominated by negatives.
-        if "heatmap" in self.heads:
-            nn.init.constant_(self.heatmap[-1].bias, init_bias)
+        # The original's FFN has an `init_weights` filling the class bias with -2.19, but nothing ever calls it
+        # (BEVFusion.init_weights only initialises the camera backbone), so released models trained from
+        # PyTorch's default init; we keep that behaviour.
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         return {name: getattr(self, name)(x) for name in self.heads}
