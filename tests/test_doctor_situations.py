@@ -354,6 +354,36 @@ esac''')
     assert "CUDA 12.4" in checks["gpu.devices"]["message"]
 
 
+FAKE_NVML = r"""
+#include <string.h>
+typedef struct { unsigned long long total, free, used; } mem_t;
+int nvmlInit_v2(void) { return 0; }
+int nvmlShutdown(void) { return 0; }
+int nvmlSystemGetDriverVersion(char *v, unsigned int n) { strncpy(v, "550.54.15", n); return 0; }
+int nvmlSystemGetCudaDriverVersion_v2(int *v) { *v = 12040; return 0; }
+int nvmlDeviceGetCount_v2(unsigned int *n) { *n = GPUS; return 0; }
+int nvmlDeviceGetHandleByIndex_v2(unsigned int i, void **h) { *h = (void *)(long)(i + 1); return 0; }
+int nvmlDeviceGetName(void *h, char *v, unsigned int n) { strncpy(v, "NVIDIA H100 80GB HBM3", n); return 0; }
+int nvmlDeviceGetCudaComputeCapability(void *h, int *a, int *b) { *a = 9; *b = 0; return 0; }
+int nvmlDeviceGetMemoryInfo(void *h, mem_t *m) { m->total = 85520809984ULL; m->free = m->total; m->used = 0; return 0; }
+"""
+
+
+@needs_no_gpu
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler to build a fake libnvidia-ml")
+def test_gpus_from_nvml_through_ctypes(tmp_path):
+    """The NVML path with a stand-in libnvidia-ml.so.1 (8 H100s), found through LD_LIBRARY_PATH as the real one is."""
+    import subprocess
+
+    (tmp_path / "nvml.c").write_text(FAKE_NVML)
+    subprocess.run(["cc", "-shared", "-fPIC", "-DGPUS=8", "-o", str(tmp_path / "libnvidia-ml.so.1"), str(tmp_path / "nvml.c")],
+                   check=True)
+    phase = write_phase(tmp_path, train={"device": "auto"}, launch={"gpus": 8})
+    checks, _ = doctor_json("--phase", str(phase), "--check", "gpu.devices", env={"LD_LIBRARY_PATH": str(tmp_path)}, code=0)
+    message = checks["gpu.devices"]["message"]
+    assert "8× NVIDIA H100 80GB HBM3 (79 GiB, sm_90)" in message and "driver 550.54.15 (CUDA 12.4) via NVML" in message
+
+
 def _gpu_context(torch_cuda, arch_list, driver_cuda="12.4"):
     phase = phase_from_dict({"name": "t", "launch": {"gpus": 1, "where": "local"}})
     ctx = Context(phase, in_container=False)

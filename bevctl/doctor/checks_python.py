@@ -181,6 +181,15 @@ def check_spconv(ctx: Context):
 # --------------------------------------------------------------------------------------------- GPUs
 
 
+class NvmlError(RuntimeError):
+    NAMES = {9: "driver not loaded", 12: "library/driver version mismatch (reboot or reinstall the driver)",
+             18: "library/driver version mismatch", 999: "unknown error"}
+
+    def __init__(self, call: str, code: int):
+        super().__init__(f"NVML {call}: {self.NAMES.get(code, f'error {code}')}")
+        self.code = code
+
+
 class _Memory(ctypes.Structure):
     _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
 
@@ -191,7 +200,7 @@ def _nvml() -> dict[str, Any]:
     def call(name: str, *args: Any) -> None:
         code = getattr(lib, name)(*args)
         if code != 0:
-            raise RuntimeError(f"NVML {name} returned {code}")
+            raise NvmlError(name, code)
 
     call("nvmlInit_v2")
     try:
@@ -241,14 +250,19 @@ def driver_info(ctx: Context) -> dict[str, Any] | None:
     """The NVIDIA driver's view: driver and CUDA versions and the GPUs; None when there is no NVIDIA driver."""
 
     def read() -> dict[str, Any] | None:
+        nvml_error = None
         try:
             return _nvml()
         except OSError:  # no libnvidia-ml: try the CLI, which also covers unusual library paths
             pass
+        except NvmlError as exc:
+            nvml_error = exc
         try:
             return _nvidia_smi(ctx)
         except FileNotFoundError:
-            return None
+            if nvml_error is None or nvml_error.code == 9:  # library present but no driver loaded: no GPU here
+                return None
+            raise nvml_error from None
 
     return ctx.once("driver", read)
 
