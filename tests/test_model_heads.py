@@ -168,6 +168,40 @@ def test_heatmap_target_peak_at_box_centre_cell():
     assert hm.eq(1).sum().item() == 2 and hm[[0, 2, 3, 4, 5, 6, 7, 9]].sum() == 0
 
 
+def _reference_heatmap(boxes, labels, size, cell, origin, overlap=0.1, min_radius=2):
+    """A per-box loop written straight from CenterNet's recipe (what the vectorised target must equal)."""
+    hm = torch.zeros(10, size, size)
+    for box, c in zip(boxes.tolist(), labels.tolist()):
+        h, w = box[3] / cell, box[4] / cell
+        b1, c1 = h + w, w * h * (1 - overlap) / (1 + overlap)
+        b2, c2 = 2 * (h + w), (1 - overlap) * w * h
+        b3, c3 = -2 * overlap * (h + w), (overlap - 1) * w * h
+        r = min((b1 + math.sqrt(b1 ** 2 - 4 * c1)) / 2, (b2 + math.sqrt(b2 ** 2 - 16 * c2)) / 2,
+                (b3 + math.sqrt(b3 ** 2 - 16 * overlap * c3)) / 2)
+        r = max(min_radius, int(r))
+        ix, iy = int((box[0] - origin) / cell), int((box[1] - origin) / cell)
+        sigma = (2 * r + 1) / 6
+        for i in range(ix - r, ix + r + 1):
+            for j in range(iy - r, iy + r + 1):
+                if 0 <= i < size and 0 <= j < size:
+                    g = math.exp(-((i - ix) ** 2 + (j - iy) ** 2) / (2 * sigma * sigma))
+                    hm[c, i, j] = max(hm[c, i, j].item(), g)
+    return hm
+
+
+def test_vectorised_heatmap_equals_per_box_reference():
+    head = tiny_head()
+    gen = torch.Generator().manual_seed(3)
+    boxes = torch.zeros(25, 9)
+    boxes[:, :2] = torch.rand(25, 2, generator=gen) * 31.9 - 15.95  # includes boxes at the map border
+    boxes[:, 3:6] = torch.rand(25, 3, generator=gen) * 12 + 0.3  # up to bus size: radii > min_radius
+    labels = torch.randint(0, 10, (25,), generator=gen)
+    ours = head._heatmap_target(boxes, labels, torch.device("cpu"))
+    ref = _reference_heatmap(boxes, labels, 32, 1.0, -16.0)
+    assert torch.allclose(ours, ref, atol=1e-6)
+    assert head._heatmap_target(torch.zeros(0, 9), torch.zeros(0, dtype=torch.long), torch.device("cpu")).sum() == 0
+
+
 def test_query_init_local_max_and_xy_layout():
     head = tiny_head(num_proposals=4).eval()
     logits = torch.full((1, 10, 32, 32), -10.0)
@@ -242,6 +276,17 @@ def test_autocast_bf16_losses_are_fp32_and_finite():
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
         out = head.eval().get_bboxes(head(x))
     assert out[0]["boxes_3d"].dtype == torch.float32
+
+
+def test_half_precision_model_keeps_fp32_positions_and_losses():
+    head = tiny_head().to(torch.bfloat16).train()
+    x = torch.randn(1, 32, 32, 32, dtype=torch.bfloat16)
+    preds = head(x)
+    assert preds["center"].dtype == torch.float32  # cell position + predicted offset, not rounded to bf16
+    losses = head.loss(preds, [torch.tensor([[1.0, 2.0, 0.0, 4.0, 2.0, 1.5, 0.2, 0.0, 0.0]])], [torch.tensor([2])])
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    sum(v for k, v in losses.items() if k != "matched_ious").backward()
+    assert head.shared_conv.weight.grad.dtype == torch.bfloat16
 
 
 def test_overfit_toy_scene_losses_decrease_and_boxes_land_on_gt():

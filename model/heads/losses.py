@@ -5,8 +5,6 @@ focal terms (`log`, `pow`) underflow or overflow in half precision.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -85,35 +83,44 @@ def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = 1.0) -> Tenso
     return 1 - (2 * inter + smooth) / (p.sum() + t.sum() + smooth)
 
 
-def gaussian_radius(height: float, width: float, min_overlap: float = 0.5) -> float:
-    """CenterNet's radius: the smallest of the three corner-shift cases keeping IoU >= min_overlap.
+def gaussian_radius(height: Tensor, width: Tensor, min_overlap: float = 0.5) -> Tensor:
+    """CenterNet's radius (elementwise): the smallest of the three corner-shift cases keeping IoU >= min_overlap.
 
     Kept with CenterNet's (well-known, slightly conservative) quadratic solutions because the original's targets
     are defined by them.
     """
     a1, b1 = 1.0, height + width
     c1 = width * height * (1 - min_overlap) / (1 + min_overlap)
-    r1 = (b1 + math.sqrt(b1 * b1 - 4 * a1 * c1)) / 2
+    r1 = (b1 + torch.sqrt(b1 * b1 - 4 * a1 * c1)) / 2
     a2, b2 = 4.0, 2 * (height + width)
     c2 = (1 - min_overlap) * width * height
-    r2 = (b2 + math.sqrt(b2 * b2 - 4 * a2 * c2)) / 2
+    r2 = (b2 + torch.sqrt(b2 * b2 - 4 * a2 * c2)) / 2
     a3, b3 = 4 * min_overlap, -2 * min_overlap * (height + width)
     c3 = (min_overlap - 1) * width * height
-    r3 = (b3 + math.sqrt(b3 * b3 - 4 * a3 * c3)) / 2
-    return min(r1, r2, r3)
+    r3 = (b3 + torch.sqrt(b3 * b3 - 4 * a3 * c3)) / 2
+    return torch.minimum(torch.minimum(r1, r2), r3)
 
 
-def draw_gaussian(heatmap: Tensor, ix: int, iy: int, radius: int) -> None:
-    """Max-splat a Gaussian (sigma = diameter / 6) centred on cell (ix, iy) into `heatmap` [X, Y] in place."""
-    size_x, size_y = heatmap.shape
-    if not (0 <= ix < size_x and 0 <= iy < size_y):
-        return
-    sigma = (2 * radius + 1) / 6
-    offs = torch.arange(-radius, radius + 1, dtype=heatmap.dtype, device=heatmap.device)
-    g = torch.exp(-(offs[:, None] ** 2 + offs[None] ** 2) / (2 * sigma * sigma))
-    g = torch.where(g < torch.finfo(g.dtype).eps * g.max(), torch.zeros_like(g), g)
-    x0, x1 = max(ix - radius, 0), min(ix + radius + 1, size_x)
-    y0, y1 = max(iy - radius, 0), min(iy + radius + 1, size_y)
-    patch = g[x0 - ix + radius:x1 - ix + radius, y0 - iy + radius:y1 - iy + radius]
-    region = heatmap[x0:x1, y0:y1]
-    region.copy_(torch.maximum(region, patch))
+def gaussian_heatmap(shape: tuple[int, int, int], labels: Tensor, cx: Tensor, cy: Tensor, radius: Tensor) -> Tensor:
+    """Class heatmap [C, X, Y] with a Gaussian (sigma = diameter / 6, peak 1) max-splatted per object.
+
+    labels, cx, cy (centre cell), radius: integer [M]. All objects are drawn at once (padded to the largest
+    radius, scatter with `amax`), so a GPU step does not launch a few kernels per box.
+    """
+    num_classes, size_x, size_y = shape
+    heatmap = torch.zeros(num_classes * size_x * size_y, dtype=torch.float32, device=labels.device)
+    if labels.numel() == 0:
+        return heatmap.view(shape)
+    r_max = int(radius.max())
+    offs = torch.arange(-r_max, r_max + 1, device=labels.device)
+    dx, dy = offs[None, :, None], offs[None, None, :]
+    r = radius.view(-1, 1, 1)
+    sigma = (2 * r + 1).float() / 6
+    g = torch.exp(-(dx * dx + dy * dy).float() / (2 * sigma * sigma))
+    px, py = cx.view(-1, 1, 1) + dx, cy.view(-1, 1, 1) + dy
+    keep = ((dx.abs() <= r) & (dy.abs() <= r) & (g >= torch.finfo(torch.float32).eps)
+            & (px >= 0) & (px < size_x) & (py >= 0) & (py < size_y)
+            & ((cx >= 0) & (cx < size_x) & (cy >= 0) & (cy < size_y)).view(-1, 1, 1))
+    index = (labels.view(-1, 1, 1) * size_x + px) * size_y + py
+    heatmap.scatter_reduce_(0, index[keep], g[keep], reduce="amax")
+    return heatmap.view(shape)

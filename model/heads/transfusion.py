@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .assigner import BBoxBEVL1Cost, FocalLossCost, HungarianAssigner3D, IoU3DCost
 from .box_coder import TransFusionBBoxCoder
-from .losses import (clip_sigmoid, draw_gaussian, gaussian_focal_loss, gaussian_radius, sigmoid_focal_loss,
+from .losses import (clip_sigmoid, gaussian_focal_loss, gaussian_heatmap, gaussian_radius, sigmoid_focal_loss,
                      weighted_l1_loss)
 
 
@@ -101,7 +101,15 @@ class PositionEmbeddingLearned(nn.Module):
         )
 
     def forward(self, xyz: Tensor) -> Tensor:
-        return self.position_embedding_head(xyz.transpose(1, 2).contiguous())
+        xyz = xyz.transpose(1, 2).contiguous()
+        weight = self.position_embedding_head[0].weight
+        device_type = xyz.device.type
+        if weight.dtype == torch.float32 and device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+            # Positions are raw cell coordinates (up to 180): bf16 would round them to whole cells, so the
+            # embedding (cheap: 2 -> C -> C per position) stays in float32 under autocast.
+            with torch.autocast(device_type, enabled=False):
+                return self.position_embedding_head(xyz.float())
+        return self.position_embedding_head(xyz.to(weight.dtype))
 
 
 class TransformerDecoderLayer(nn.Module):
@@ -229,9 +237,9 @@ class TransFusionHead(nn.Module):
             raise ValueError(f"TransFusionHead expects a {cfg.grid_size} BEV map (point_cloud_range / voxel_size / "
                              f"out_size_factor), got {tuple(feat.shape[-2:])}")
         feat_flat = feat.flatten(2)  # [B, C, N]
-        pos_dtype = self.class_encoding.weight.dtype
-        if self.bev_pos.device != x.device or self.bev_pos.dtype != pos_dtype:
-            self.bev_pos = self.bev_pos.to(device=x.device, dtype=pos_dtype)
+        if self.bev_pos.device != x.device:
+            self.bev_pos = self.bev_pos.to(x.device)
+        # float32 even for a half-precision model: query positions (and so box centres) keep sub-cell precision.
         bev_pos = self.bev_pos.expand(batch, -1, -1)
 
         dense_heatmap = self.heatmap_head(feat)
@@ -253,7 +261,7 @@ class TransFusionHead(nn.Module):
         query_index = top % num_cells
 
         query_feat = feat_flat.gather(-1, query_index[:, None, :].expand(-1, feat_flat.shape[1], -1))
-        one_hot = F.one_hot(query_labels, self.num_classes).permute(0, 2, 1).to(pos_dtype)
+        one_hot = F.one_hot(query_labels, self.num_classes).permute(0, 2, 1).to(self.class_encoding.weight.dtype)
         query_feat = query_feat + self.class_encoding(one_hot)
         query_pos = bev_pos.gather(1, query_index[:, :, None].expand(-1, -1, 2))
 
@@ -276,22 +284,18 @@ class TransFusionHead(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ targets
     def _heatmap_target(self, gt_boxes: Tensor, gt_labels: Tensor, device: torch.device) -> Tensor:
+        """Dense [C, X, Y] Gaussian targets; float32 arithmetic and truncation toward zero like the original."""
         cfg = self.cfg
         size_x, size_y = cfg.grid_size
-        heatmap = torch.zeros((self.num_classes, size_x, size_y), dtype=torch.float32, device=device)
-        cell_x = cfg.voxel_size[0] * cfg.out_size_factor
-        cell_y = cfg.voxel_size[1] * cfg.out_size_factor
-        for box, label in zip(gt_boxes.tolist(), gt_labels.tolist()):
-            length, width = box[3] / cell_x, box[4] / cell_y
-            if not (length > 0 and width > 0):
-                continue
-            radius = max(cfg.min_radius, int(gaussian_radius(width, length, cfg.gaussian_overlap)))
-            fx = (box[0] - cfg.point_cloud_range[0]) / cell_x
-            fy = (box[1] - cfg.point_cloud_range[1]) / cell_y
-            if fx < 0 or fy < 0:  # int() truncates toward zero: -0.5 would land in cell 0
-                continue
-            draw_gaussian(heatmap[int(label)], int(fx), int(fy), radius)
-        return heatmap
+        boxes = gt_boxes.to(device=device, dtype=torch.float32)
+        vx, vy, f = float(cfg.voxel_size[0]), float(cfg.voxel_size[1]), cfg.out_size_factor
+        length, width = boxes[:, 3] / vx / f, boxes[:, 4] / vy / f
+        keep = (length > 0) & (width > 0)
+        boxes, length, width = boxes[keep], length[keep], width[keep]
+        radius = gaussian_radius(width, length, cfg.gaussian_overlap).to(torch.int64).clamp(min=cfg.min_radius)
+        cx = ((boxes[:, 0] - cfg.point_cloud_range[0]) / vx / f).to(torch.int64)
+        cy = ((boxes[:, 1] - cfg.point_cloud_range[1]) / vy / f).to(torch.int64)
+        return gaussian_heatmap((self.num_classes, size_x, size_y), gt_labels.to(device)[keep].long(), cx, cy, radius)
 
     def _targets_single(self, preds: dict[str, Tensor], b: int, gt_boxes: Tensor, gt_labels: Tensor):
         """Assign this sample's queries (every kept decoder layer separately) and build their targets."""
