@@ -215,6 +215,17 @@ def test_broken_dataset_tree_fails_with_the_reason(tmp_path, damage, check, word
     assert checks[check]["fix"]
 
 
+def test_generated_synthetic_data_passes_the_data_checks(tmp_path):
+    """What the demo trains on, once generated, must satisfy the same checks as real nuScenes."""
+    synth = pytest.importorskip("model.data.synth")
+    synth.ensure_dataset(tmp_path / "data", scenes=2, samples_per_scene=1, seed=0, sweeps=1)
+    phase = write_phase(tmp_path, data={"synthetic": True})
+    checks, _ = doctor_json("--phase", str(phase), "--check", "data", code=0)
+    for name in ("data.root", "data.tables", "data.sensors", "data.maps"):
+        assert checks[name]["status"] == "ok", checks[name]
+    assert "synthetic" in checks["data.root"]["message"]
+
+
 def test_files_named_in_the_tables_must_exist(tmp_path):
     make_nuscenes(tmp_path / "data")
     (tmp_path / "data" / "samples" / "CAM_BACK" / "n008__CAM_BACK__1.jpg").unlink()

@@ -88,6 +88,8 @@ def tensor_names(path: Path) -> set[str] | None:
 def _missing_fix(ctx: Context, value: str) -> str:
     """Name the phase that produces a missing runs/<name>/... checkpoint, when a shipped one does."""
     parts = Path(value).parts
+    if "pretrained" in parts[:-1]:
+        return f"download it to {value} (tools/download_pretrained.sh of the original BEVFusion), or fix load_from"
     if len(parts) >= 2:
         run_name = parts[-2]
         try:

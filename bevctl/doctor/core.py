@@ -26,7 +26,7 @@ CATEGORIES = {  # id prefix -> title, in report order
     "python": "Python & PyTorch",
     "gpu": "GPUs & CUDA",
     "launcher": "Launcher",
-    "docker": "Docker",
+    "docker": "Docker & shared memory",
     "data": "Dataset",
     "weights": "Weights",
     "disk": "Disk",
