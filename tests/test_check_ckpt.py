@@ -445,3 +445,28 @@ def test_importing_the_api_does_not_import_torch():
     code = "import sys, bevctl.ckpt, bevctl.commands.check_ckpt; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.stdout.strip() == "False", result.stderr
+
+
+# ------------------------------------------------------------------------------------------ the bundled model
+
+
+def test_bundled_tiny_model_seed_case_live(tmp_path):
+    """A real `model` checkpoint in the trainer's layout (meta, state_dict, optimizer, rng) against a live build."""
+    pytest.importorskip("model.bevfusion")
+    from model.bevfusion import build_model
+    from model.checkpoint import rng_state, save_file
+    from model.config import get_config
+
+    model = build_model(get_config("tiny", "none"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params)
+    path = save_file({"meta": {"epoch": 5, "iter": 40, "gca": "none", "model_config": "tiny"},
+                      "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state()},
+                     tmp_path / "epoch_5.pth")
+    report = check(path, model_config="tiny", gca="task", live=True, expect_missing=["task_gca.*"])
+    assert report.ok, report.failure_line()
+    gca = build_model(get_config("tiny", "task"), device="meta").gca_params()
+    new = {g.name: g.param_counts.get("new", 0) for g in report.comparison.groups if g.name.startswith("task_gca.")}
+    assert new == {f"task_gca.{task}": n for task, n in gca.items()}
+    strict = check(path, model_config="tiny", gca="task", live=True)
+    assert strict.exit_code == 1 and strict.suggestions["expect_missing"] == ["task_gca.*"]

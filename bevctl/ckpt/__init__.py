@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from bevctl.ckpt import rules
 from bevctl.ckpt.checkpoint import Checkpoint, open_checkpoint
-from bevctl.ckpt.compare import LAYOUT, MATCHED, MISSING, UNEXPECTED, compare
+from bevctl.ckpt.compare import LAYOUT, MATCHED, MISMATCH, MISSING, UNEXPECTED, compare
 from bevctl.ckpt.manifest import Manifest, load_manifest
 from bevctl.ckpt.reader import CheckpointUnreadable
 from bevctl.ckpt.report import Report
@@ -97,8 +97,10 @@ def _suggestions(report: Report, ckpt: Checkpoint, manifest: Manifest, remap_rul
     if not mmdet3d and rules.looks_like_mmdet3d(renamed.values()):
         suggestions["mmdet3d"] = rules.mmdet3d_rules()
     else:
-        matched = sum(1 for e in entries if e.status in (MATCHED, LAYOUT))
-        if matched < 0.9 * max(1, len(ckpt.tensors)):
+        # only worth a search when many checkpoint keys found no home in the model
+        homeless = sum(1 for e in entries if e.status in (UNEXPECTED, MISMATCH))
+        if homeless > 0.1 * len(ckpt.tensors):
+            matched = sum(1 for e in entries if e.status in (MATCHED, LAYOUT))
             shapes = {renamed[k]: t.shape for k, t in ckpt.tensors.items()}
             model = {k: v.shape for k, v in manifest.keys.items()}
             found = rules.suggest_prefix(shapes, model, matched)

@@ -42,7 +42,7 @@ class Group:
     name: str
     in_model: bool = True
     keys: int = 0
-    params: int = 0  # parameter count of the model's group (buffers excluded)
+    params: int = 0  # parameter count of the model's group (buffers and ignored keys excluded)
     counts: dict[str, int] = field(default_factory=dict)  # status -> keys
     param_counts: dict[str, int] = field(default_factory=dict)  # status -> parameters (model params only)
 
@@ -152,7 +152,8 @@ def _groups(entries: list[Entry], manifest: Manifest) -> list[Group]:
     for key in manifest.keys.values():
         group = groups.setdefault(key.group, Group(key.group))
         group.keys += 1
-        if key.kind == "param":
+        # recomputed geometry (vtransform frustum/dx/bx/nx) is a frozen nn.Parameter in BEVFusion: not "training"
+        if key.kind == "param" and not rules.ignore_reason(key.name):
             group.params += key.numel
     for entry in entries:
         group = groups.get(entry.group)

@@ -140,7 +140,10 @@ def live_manifest(config: str, gca: str, heads: Iterable[str] | None = None) -> 
             "or run where torch and the bundled model are installed",
         ) from None
     kwargs = {"heads": tuple(heads)} if heads is not None else {}
-    cfg = get_config(config, gca=gca, **kwargs)
+    try:
+        cfg = get_config(config, gca=gca, **kwargs)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"model config {config!r}: {exc}", fix="use full, tiny, a model-config YAML or a manifest .json") from None
     module = build_model(cfg, device="meta")
     manifest = manifest_from_module(module, config=config, gca=gca, heads=list(heads or ("object", "map")))
     manifest.source = "live (meta device)"
