@@ -368,3 +368,19 @@ def test_map_head_forward_train_and_eval():
     assert probs.shape == (2, 6, 60, 60) and probs.min() >= 0 and probs.max() <= 1
     with pytest.raises(ValueError, match="map target"):
         head.train()(x, torch.zeros(2, 6, 50, 50))
+
+
+@pytest.mark.parametrize("kw, keys", [
+    (dict(num_decoder_layers=2), {"layer_0_loss_cls", "layer_0_loss_bbox", "layer_-1_loss_cls", "layer_-1_loss_bbox"}),
+    (dict(num_decoder_layers=2, auxiliary=False), {"layer_-1_loss_cls", "layer_-1_loss_bbox"}),
+    (dict(nms_kernel_size=1), {"layer_-1_loss_cls", "layer_-1_loss_bbox"}),
+])
+def test_decoder_layer_variants(kw, keys):
+    head = tiny_head(**kw).train()
+    preds = head(torch.randn(2, 32, 32, 32))
+    losses = head.loss(preds, [torch.tensor([[1.0, 2.0, 0.0, 4.0, 2.0, 1.5, 0.2, 0.0, 0.0]]), torch.zeros(0, 9)],
+                       [torch.tensor([2]), torch.zeros(0, dtype=torch.long)])
+    assert set(losses) == keys | {"loss_heatmap", "matched_ious"}
+    head.eval()
+    with torch.no_grad():
+        assert head.get_bboxes(head(torch.randn(1, 32, 32, 32)))[0]["boxes_3d"].shape == (20, 9)

@@ -80,7 +80,7 @@ class HungarianAssigner3D:
         overlaps = boxes.new_zeros(num_props)
         if num_gts == 0 or num_props == 0:
             return AssignResult(num_gts, assigned, overlaps, labels)
-        iou = box_iou_3d(boxes, gt_boxes)
+        iou = torch.nan_to_num(box_iou_3d(boxes, gt_boxes), nan=0.0)  # inf-sized predictions early in training
         cost = (self.cls_cost(cls_logits.detach(), gt_labels) + self.reg_cost(boxes, gt_boxes, point_cloud_range)
                 + self.iou_cost(iou))
         # A diverged step must not crash scipy ("cost matrix is infeasible"); it will show in the losses.
