@@ -131,5 +131,11 @@ def _copy_phase_in(target, phase: str) -> str:
         info = tarfile.TarInfo("bevctl-doctor-phase.yaml")
         info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
         tar.addfile(info, io.BytesIO(data))
-    target.put_archive("/tmp", buffer.getvalue())
+    try:
+        target.put_archive("/tmp", buffer.getvalue())
+    except Exception as exc:
+        from bevctl.errors import EnvironmentUnusable
+
+        raise EnvironmentUnusable(f"cannot copy {phase} into container {target.name}: {str(exc)[:160]}",
+                                  fix="put the phase file in the mounted checkout and run from there, or use a shipped phase") from None
     return "/tmp/bevctl-doctor-phase.yaml"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import shutil
@@ -49,8 +50,11 @@ def check_runs_writable(ctx: Context):
         with tempfile.NamedTemporaryFile(dir=target, prefix=".bevctl-doctor-"):
             pass
     except OSError as exc:
-        return ("fail", f"cannot write in {short_path(target)}: {exc.strerror}",
-                f"fix its owner/permissions (sudo chown -R $USER {target}) or set run.root")
+        if exc.errno == errno.EROFS:
+            fix = f"{target} is on a read-only mount: mount it read-write (docker: -v ...:{target}:rw) or set run.root"
+        else:
+            fix = f"fix its owner/permissions (sudo chown -R $USER {target}) or set run.root"
+        return "fail", f"cannot write in {short_path(target)}: {exc.strerror}", fix
     if target != root:
         return "ok", f"{short_path(root)} will be created (in writable {short_path(target)})", None
     return "ok", f"{short_path(root)} is writable", None

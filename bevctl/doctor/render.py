@@ -31,7 +31,7 @@ def render(report: Report, verbose: bool = False, console=None) -> None:
     title = "bevctl doctor"
     if report.phase:
         title += f" · phase {report.phase}"
-    if report.launch_where:
+    if report.launch_where and report.launch_where != "inside":
         title += f" · trains {_WHERE.get(report.launch_where, report.launch_where)}"
     if report.where != "host":
         title += f" · inside {report.where}"
