@@ -470,3 +470,20 @@ def test_bundled_tiny_model_seed_case_live(tmp_path):
     assert new == {f"task_gca.{task}": n for task, n in gca.items()}
     strict = check(path, model_config="tiny", gca="task", live=True)
     assert strict.exit_code == 1 and strict.suggestions["expect_missing"] == ["task_gca.*"]
+
+
+def test_launcher_facing_api(files):
+    """What `bevctl start`'s preflight reads: summary totals, per-group counts, headline and fix."""
+    ok = check(files["epoch5"], model_config=str(files["task"]), expect_missing=["task_gca.*"])
+    assert ok.summary["missing_globs"] == ["task_gca.*"] and ok.summary["matched_keys"] > 0
+    assert ok.summary["matched_params"] == ok.kept_params and ok.fix() == ""
+    groups = {g.name: g for g in ok.groups}
+    assert groups["task_gca.object"].missing_params == 512 and groups["task_gca.object"].matched_keys == 0
+    assert groups["fuser"].matched_keys and not groups["fuser"].missing_keys and not groups["fuser"].mismatched_keys
+    bad = check(files["epoch5"], model_config=str(files["task"]))
+    assert "task_gca.*" in bad.fix() and "2 keys missing" in bad.headline()
+
+
+def test_bad_gca_with_json_is_a_json_error(files):
+    result = run_cli("check-ckpt", str(files["flat"]), "--gca", "both", "--json")
+    assert result.returncode == 2 and json.loads(result.stdout)["error"].startswith("--gca")

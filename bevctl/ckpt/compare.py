@@ -50,6 +50,24 @@ class Group:
     def kept_params(self) -> int:
         return self.param_counts.get(MATCHED, 0) + self.param_counts.get(LAYOUT, 0)
 
+    # Counts by meaning, for callers such as the launcher's preflight.
+    @property
+    def matched_keys(self) -> int:
+        return self.counts.get(MATCHED, 0) + self.counts.get(LAYOUT, 0)
+
+    @property
+    def missing_keys(self) -> int:
+        """Model keys the checkpoint does not fill, expected (new) or not."""
+        return self.counts.get(NEW, 0) + self.counts.get(MISSING, 0)
+
+    @property
+    def missing_params(self) -> int:
+        return self.param_counts.get(NEW, 0) + self.param_counts.get(MISSING, 0)
+
+    @property
+    def mismatched_keys(self) -> int:
+        return self.counts.get(MISMATCH, 0)
+
     @property
     def coverage(self) -> float:
         if self.params:

@@ -45,13 +45,24 @@ class CheckpointUnreadable(UsageError):
     """Unreadable, unsafe or not a checkpoint: exit 2, one line."""
 
 
-@dataclass(frozen=True)
 class TensorInfo:
-    """What the report needs from a tensor: never its values."""
+    """What the report needs from a tensor: never its values. (A slotted class: thousands are made per file.)"""
 
-    dtype: str
-    shape: tuple[int, ...]
-    is_param: bool = False
+    __slots__ = ("dtype", "shape", "is_param")
+
+    def __init__(self, dtype: str, shape: tuple[int, ...], is_param: bool = False):
+        self.dtype = dtype
+        self.shape = shape
+        self.is_param = is_param
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TensorInfo) and (self.dtype, self.shape) == (other.dtype, other.shape)
+
+    def __hash__(self) -> int:
+        return hash((self.dtype, self.shape))
+
+    def __repr__(self) -> str:
+        return f"TensorInfo({self.dtype}, {list(self.shape)})"
 
     @property
     def numel(self) -> int:
@@ -75,21 +86,27 @@ class Loaded:
 # ------------------------------------------------------------------------------------------ inert records
 
 
-@dataclass(frozen=True)
 class _Storage:
-    key: str
-    dtype: str | None  # None for UntypedStorage (dtype comes with _rebuild_tensor_v3)
-    numel: int
+    __slots__ = ("key", "dtype", "numel")
+
+    def __init__(self, key: str, dtype: str | None, numel: int):
+        self.key = key
+        self.dtype = dtype  # None for UntypedStorage (the dtype comes with _rebuild_tensor_v3)
+        self.numel = numel
 
 
-@dataclass(frozen=True)
 class _StorageType:
-    dtype: str | None
+    __slots__ = ("dtype",)
+
+    def __init__(self, dtype: str | None):
+        self.dtype = dtype
 
 
-@dataclass(frozen=True)
 class _DType:
-    name: str
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
 
 
 class Opaque:

@@ -46,6 +46,39 @@ class Report:
     def kept_params(self) -> int:
         return sum(e.numel for e in self.entries(MATCHED, LAYOUT) if e.is_param and e.model_shape is not None)
 
+    @property
+    def groups(self) -> list:
+        return self.comparison.groups
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Totals by meaning (the `summary` of `to_json()`)."""
+        used = sorted({e.note for e in self.entries(NEW) if e.note})
+        return {
+            "kept_params": self.kept_params,
+            "matched_params": self.kept_params,
+            "matched_keys": len(self.entries(MATCHED, LAYOUT)),
+            "new_params": sum(e.numel for e in self.entries(NEW) if e.is_param),
+            "missing_params": sum(e.numel for e in self.entries(MISSING) if e.is_param),
+            "missing_globs": used,  # the --expect-missing globs that covered missing keys
+            **{status: len(self.entries(status)) for status in (MATCHED, LAYOUT, NEW, MISSING, MISMATCH, UNEXPECTED, ALLOWED, IGNORED)},
+        }
+
+    def fix(self) -> str:
+        """What to do about an incompatible checkpoint, as one line ("" when compatible)."""
+        if self.ok:
+            return ""
+        s = self.suggestions
+        if s.get("mmdet3d"):
+            return "the checkpoint uses mmdetection3d's names: check it with --mmdet3d"
+        if s.get("prefix"):
+            p = s["prefix"]
+            return f"rename the checkpoint's keys: --remap {remap_arg(p['regex'], p['replacement'])}"
+        if self.entries(MISMATCH):
+            return "the checkpoint was trained with another model config (see the shape mismatches)"
+        globs = s.get("expect_missing", [])
+        return "if those modules are meant to start from scratch, add expect_missing: " + ", ".join(globs)
+
     def headline(self) -> str:
         """One line in the seed's words: what keeps its training, what is new, what is wrong."""
         parts = [f"{_approx(self.kept_params)} parameters keep their training"]
@@ -117,12 +150,7 @@ class Report:
             "expect_missing": self.expect_missing,
             "allow_unexpected": self.allow_unexpected,
             "remap": [f"{p}={r}" for p, r in self.remap],
-            "summary": {
-                "kept_params": self.kept_params,
-                "new_params": sum(e.numel for e in self.entries(NEW) if e.is_param),
-                "missing_params": sum(e.numel for e in self.entries(MISSING) if e.is_param),
-                **{status: len(self.entries(status)) for status in (MATCHED, LAYOUT, NEW, MISSING, MISMATCH, UNEXPECTED, ALLOWED, IGNORED)},
-            },
+            "summary": self.summary,
             "groups": [g.to_json() for g in self.comparison.groups],
             "entries": {
                 status: [e.to_json() for e in self.entries(status)]

@@ -41,12 +41,12 @@ def check_ckpt(
     from bevctl.console import err, print_json
     from bevctl.errors import BevctlError, UsageError
 
-    if gca is not None and gca not in ("none", "shared", "task"):
-        raise UsageError(f"--gca {gca!r} is not a GCA mode", fix="use none, shared or task")
     if trust:
         err().print("[bold yellow]warning:[/] --trust: loading with torch.load(weights_only=False); "
                     "the checkpoint's pickle can run arbitrary code", soft_wrap=True)
     try:
+        if gca is not None and gca not in ("none", "shared", "task"):
+            raise UsageError(f"--gca {gca!r} is not a GCA mode", fix="use none, shared or task")
         report = check(
             checkpoint, phase=phase, model_config=model_config, gca=gca, expect_missing=expect_missing,
             allow_unexpected=allow_unexpected, remap=remap, mmdet3d=mmdet3d, trust=trust, live=live,
