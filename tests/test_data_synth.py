@@ -1,0 +1,186 @@
+"""The synthetic nuScenes tree: the devkit reads it, splits resolve, sensors agree with the annotations."""
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nuscenes")
+
+SMALL = dict(scenes=2, samples_per_scene=3, seed=0, sweeps=1)
+
+
+@functools.lru_cache(maxsize=None)
+def small_dataset() -> Path:
+    """One small synthetic dataset per test session (shared by the test_data_* modules)."""
+    from model.data.synth import ensure_dataset
+
+    tmp = Path(tempfile.mkdtemp(prefix="bevctl-synth-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return ensure_dataset(tmp / "nuscenes", **SMALL, progress=False)
+
+
+@pytest.fixture(scope="module")
+def nusc():
+    from nuscenes import NuScenes
+
+    return NuScenes(version="v1.0-mini", dataroot=str(small_dataset()), verbose=False)
+
+
+def test_devkit_reads_every_table(nusc):
+    root = small_dataset()
+    for table in nusc.table_names:
+        assert len(getattr(nusc, table)) > 0, table
+    assert len(nusc.scene) == SMALL["scenes"]
+    assert len(nusc.sample) == SMALL["scenes"] * SMALL["samples_per_scene"]
+    for sample in nusc.sample:
+        assert set(sample["data"]) == {"LIDAR_TOP", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK",
+                                       "CAM_BACK_LEFT", "CAM_BACK_RIGHT"}
+        assert sample["anns"]
+    for sd in nusc.sample_data:
+        path = root / sd["filename"]
+        assert path.is_file(), path
+        if sd["channel"] == "LIDAR_TOP":
+            pts = np.fromfile(path, dtype=np.float32)
+            assert pts.size % 5 == 0 and pts.size > 5 * 1000
+            assert sd["filename"].startswith("samples/" if sd["is_key_frame"] else "sweeps/")
+        else:
+            assert (sd["width"], sd["height"]) == (1600, 900)
+    sweeps = [sd for sd in nusc.sample_data if not sd["is_key_frame"]]
+    assert len(sweeps) == SMALL["scenes"] * SMALL["samples_per_scene"] * SMALL["sweeps"]
+    # Chains: every key frame's LiDAR has its sweep right before it.
+    for sample in nusc.sample:
+        lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        prev = nusc.get("sample_data", lidar["prev"])
+        assert not prev["is_key_frame"] and 0 < lidar["timestamp"] - prev["timestamp"] <= 60_000
+    # Instances link their annotations in time order.
+    for inst in nusc.instance:
+        ann = nusc.get("sample_annotation", inst["first_annotation_token"])
+        n = 1
+        while ann["next"]:
+            nxt = nusc.get("sample_annotation", ann["next"])
+            assert nusc.get("sample", nxt["sample_token"])["timestamp"] > nusc.get("sample", ann["sample_token"])["timestamp"]
+            ann, n = nxt, n + 1
+        assert n == inst["nbr_annotations"] and ann["token"] == inst["last_annotation_token"]
+
+
+def test_official_mini_splits_resolve(nusc):
+    from nuscenes.utils.splits import create_splits_scenes
+
+    splits = create_splits_scenes()
+    names = {s["name"] for s in nusc.scene}
+    assert names & set(splits["mini_train"]) and names & set(splits["mini_val"])
+    assert names <= set(splits["mini_train"]) | set(splits["mini_val"])
+
+
+def test_categories_map_to_the_ten_detection_classes(nusc):
+    from nuscenes.eval.detection.utils import category_to_detection_name
+
+    used = {nusc.get("category", i["category_token"])["name"] for i in nusc.instance}
+    detection = {category_to_detection_name(c) for c in used} - {None}
+    assert {"car", "pedestrian", "barrier"} <= detection
+    assert all(len(a["attribute_tokens"]) <= 1 for a in nusc.sample_annotation)
+
+
+def test_map_expansion_loads_and_has_every_layer(nusc):
+    from nuscenes.map_expansion.map_api import NuScenesMap
+
+    root = small_dataset()
+    for log in nusc.log:
+        m = NuScenesMap(dataroot=str(root), map_name=log["location"])
+        for layer in ("drivable_area", "road_segment", "road_block", "lane", "ped_crossing", "walkway", "stop_line",
+                      "road_divider", "lane_divider"):
+            assert getattr(m, layer), layer
+    sample = nusc.sample[0]
+    ego = nusc.get("ego_pose", nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"])
+    loc = nusc.get("log", nusc.get("scene", sample["scene_token"])["log_token"])["location"]
+    m = NuScenesMap(dataroot=str(root), map_name=loc)
+    mask = m.get_map_mask((ego["translation"][0], ego["translation"][1], 100, 100), 0,
+                          ["drivable_area", "walkway", "lane_divider"], (200, 200))
+    assert mask[0].mean() > 0.05 and mask[1].any() and mask[2].any()
+    assert m.layers_on_point(ego["translation"][0], ego["translation"][1])["drivable_area"]
+
+
+def test_boxes_have_their_lidar_points(nusc):
+    from nuscenes.utils.data_classes import LidarPointCloud
+    from nuscenes.utils.geometry_utils import points_in_box
+
+    checked = 0
+    for sample in nusc.sample:
+        path, boxes, _ = nusc.get_sample_data(sample["data"]["LIDAR_TOP"])
+        pc = LidarPointCloud.from_file(path)
+        for box, token in zip(boxes, sample["anns"]):
+            ann = nusc.get("sample_annotation", token)
+            inside = int(points_in_box(box, pc.points[:3]).sum())
+            assert abs(inside - ann["num_lidar_pts"]) <= max(2, 0.05 * inside), (inside, ann["num_lidar_pts"])
+            checked += ann["num_lidar_pts"] > 0
+    assert checked > 20
+
+
+def test_devkit_detection_eval_keeps_boxes(nusc):
+    from nuscenes.eval.common.loaders import add_center_dist, filter_eval_boxes, load_gt
+    from nuscenes.eval.detection.config import config_factory
+    from nuscenes.eval.detection.data_classes import DetectionBox
+
+    gt = load_gt(nusc, "mini_val", DetectionBox, verbose=False)
+    gt = add_center_dist(nusc, gt)
+    kept = filter_eval_boxes(nusc, gt, config_factory("detection_cvpr_2019").class_range, verbose=False)
+    assert len(kept.all) > 10
+    assert any(np.linalg.norm(b.velocity) > 0.5 for b in kept.all)
+
+
+def test_boxes_are_painted_where_they_project(nusc):
+    """The nearest fully visible car in CAM_FRONT shows the car colour at its projected centre."""
+    import cv2
+    from nuscenes.utils.geometry_utils import BoxVisibility, view_points
+
+    hits = 0
+    for sample in nusc.sample:
+        path, boxes, K = nusc.get_sample_data(sample["data"]["CAM_FRONT"], box_vis_level=BoxVisibility.ALL)
+        cars = [b for b in boxes if b.name == "vehicle.car" and b.center[2] > 3]
+        if not cars:
+            continue
+        car = min(cars, key=lambda b: b.center[2])
+        u, v = view_points(car.center[:, None], K, normalize=True)[:2, 0]
+        assert 0 <= u < 1600 and 0 <= v < 900
+        bgr = cv2.imread(path)[int(v), int(u)].astype(float)
+        hits += bgr[2] > 90 and bgr[2] > 2 * bgr[1] and bgr[2] > 2 * bgr[0]  # red dominates
+    assert hits >= 2
+
+
+def test_velocities_come_from_moving_instances(nusc):
+    speeds = [np.linalg.norm(nusc.box_velocity(a["token"])[:2]) for a in nusc.sample_annotation[:300]]
+    speeds = np.nan_to_num(speeds)
+    assert (speeds > 1).any() and (speeds < 0.01).any()
+
+
+def test_same_seed_same_dataset_other_seed_differs(tmp_path):
+    from model.data.synth import generate
+
+    tiny = dict(scenes=2, samples_per_scene=1, sweeps=0, progress=False)
+    a = generate(tmp_path / "a", seed=5, **tiny)
+    b = generate(tmp_path / "b", seed=5, **tiny)
+    c = generate(tmp_path / "c", seed=6, **tiny)
+    for table in ("sample_annotation", "sample_data", "ego_pose", "scene"):
+        ta = (tmp_path / "a" / "v1.0-mini" / f"{table}.json").read_bytes()
+        assert ta == (tmp_path / "b" / "v1.0-mini" / f"{table}.json").read_bytes(), table
+    sa = json.loads((tmp_path / "a" / "v1.0-mini" / "sample_data.json").read_text())
+    lidar = next(sd["filename"] for sd in sa if sd["filename"].endswith(".bin"))
+    assert (tmp_path / "a" / lidar).read_bytes() == (tmp_path / "b" / lidar).read_bytes()
+    assert a["annotations"] == b["annotations"]
+    assert (tmp_path / "a" / "v1.0-mini" / "sample_annotation.json").read_bytes() != \
+        (tmp_path / "c" / "v1.0-mini" / "sample_annotation.json").read_bytes()
+
+
+def test_ensure_dataset_is_a_no_op_when_present():
+    from model.data.synth import ensure_dataset
+
+    root = small_dataset()
+    before = (root / "v1.0-mini" / "sample.json").stat().st_mtime_ns
+    assert ensure_dataset(root, scenes=5, samples_per_scene=9) == root
+    assert (root / "v1.0-mini" / "sample.json").stat().st_mtime_ns == before
