@@ -258,6 +258,20 @@ def test_no_docker_daemon_fails_when_the_phase_runs_in_the_container(tmp_path):
     assert checks["docker.daemon"]["status"] == "skipped"
 
 
+@pytest.mark.skipif(os.path.exists("/var/run/docker.sock"), reason="a system docker daemon socket exists")
+def test_rootless_docker_socket_is_pointed_out(tmp_path):
+    runtime = Path(tempfile.mkdtemp(prefix="bevrt-", dir="/tmp"))
+    try:
+        (runtime / "docker.sock").write_text("")  # only its presence matters here
+        env = {"DOCKER_HOST": "", "XDG_RUNTIME_DIR": str(runtime), **ON_HOST}
+        phase = write_phase(tmp_path, launch={"where": "container"})
+        checks, _ = doctor_json("--phase", str(phase), "--check", "docker.daemon", env=env, code=3)
+        assert "rootless" in checks["docker.daemon"]["message"]
+        assert checks["docker.daemon"]["fix"] == f"export DOCKER_HOST=unix://{runtime}/docker.sock"
+    finally:
+        shutil.rmtree(runtime)
+
+
 def test_in_container_without_docker_is_unusable(tmp_path):
     result = run_cli("doctor", "--phase", "demo", "--in-container", env={"DOCKER_HOST": NO_DOCKER, **ON_HOST})
     assert result.returncode == 3 and "not running" in result.stderr and "Traceback" not in result.stderr

@@ -42,6 +42,11 @@ def connect(ctx: Context) -> Any:
         host = docker_host(ctx.env)
         if host.startswith("unix://"):
             sock = host[len("unix://"):]
+            rootless = Path(ctx.env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}") / "docker.sock"
+            if not os.path.exists(sock) and not ctx.env.get("DOCKER_HOST") and rootless.exists():
+                # Rootless docker listens elsewhere; the CLI finds it through its context, the SDK only via DOCKER_HOST.
+                raise ConnectionError(f"no docker daemon at {sock}, but a rootless one listens at {rootless}",
+                                      f"export DOCKER_HOST=unix://{rootless}")
             if not os.path.exists(sock):
                 raise ConnectionError(
                     f"the docker daemon is not running (no socket at {sock})",

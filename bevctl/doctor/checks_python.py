@@ -132,18 +132,18 @@ def check_torch(ctx: Context):
     t = info["torch"]
     build = f"CUDA {t['cuda']}" if t["cuda"] else (f"ROCm {t['hip']}" if t.get("hip") else "CPU build")
     message = f"torch {t['version']} ({build})"
-    if t["version"].split("+")[0] != TORCH_PIN:
-        return "warn", f"{message}; bevctl is tested with {TORCH_PIN}", f"pip install torch=={TORCH_PIN}"
     if ctx.gpu_phase and not t["cuda"]:
         return (_needed(ctx, "cuda")[0], f"{message}: this phase trains on {ctx.gpus_wanted} GPU(s) but torch has no CUDA",
                 f"install the CUDA wheel of torch=={TORCH_PIN}, or train in the image (bevctl build; launch.where: container)")
+    if t["version"].split("+")[0] != TORCH_PIN:
+        return "warn", f"{message}; bevctl is tested with {TORCH_PIN}", f"pip install torch=={TORCH_PIN}"
     return "ok", message, None
 
 
 def spconv_flavour() -> tuple[str | None, str | None]:
     """(distribution, CUDA version) of the installed spconv: ("spconv", None) is the CPU build."""
     for dist in metadata.distributions():
-        name = (dist.metadata["Name"] or "").lower()
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
         if name == "spconv":
             return name, None
         match = re.fullmatch(r"spconv-cu(\d+)(\d)", name)
