@@ -120,6 +120,8 @@ def test_metric_selection_exact_prefix_glob(tmp_path):
     snap = snapshot(str(run), "-m", "loss/map/divider", "-m", "loss/object/*_cls", "-m", "grad_norm")
     assert list(snap["metrics"]) == ["loss/map/divider/dice", "loss/map/divider/focal",
                                      "loss/object/layer_-1_loss_cls", "grad_norm"]
+    assert list(snapshot(str(run), "-m", "loss")["metrics"]) == ["loss"]  # exact wins over the prefix
+    assert len(snapshot(str(run), "-m", "loss/")["metrics"]) == 5  # the components, not `loss`
     assert matches("loss", "loss") and matches("loss/map", "loss/map/divider/dice")
     assert not matches("loss/map/div", "loss/map/divider/dice")
 

@@ -49,7 +49,8 @@ def debiased_ema(values: Iterable[float], weight: float) -> list[float]:
 
 
 def matches(pattern: str, name: str) -> bool:
-    """A metric pattern matches exactly, as a `/`-prefix (`loss/map/divider`) or as a glob (`loss/*/dice`)."""
+    """A metric pattern matches exactly, as a `/`-prefix (`loss/map/divider`) or as a glob (`loss/*/dice`).
+    (`RunState.chosen_metrics` lets an exact match win over the prefix.)"""
     if name == pattern or name.startswith(pattern.rstrip("/") + "/"):
         return True
     return any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(name, pattern)
@@ -243,7 +244,8 @@ class RunState:
             return [n for n in self.default_patterns() if n in self.train_names or n in self.val_names]
         chosen: dict[str, None] = {}
         for pattern in self.user_patterns:
-            hits = [n for n in names if matches(pattern, n)]
+            # `-m loss` means the total; `-m loss/map/divider` (no such metric) means everything under it
+            hits = [pattern] if pattern in names else [n for n in names if matches(pattern, n)]
             for name in sorted(hits) if len(hits) > 1 else hits:
                 chosen.setdefault(name, None)
         return list(chosen)
