@@ -447,6 +447,14 @@ def test_no_training_dependencies_is_unusable(monkeypatch):
     assert report.exit_code == 3
 
 
+def test_another_bevctl_earlier_on_path_is_a_warning(tmp_path):
+    script(tmp_path / "other" / "bevctl", "exec /opt/elsewhere/python3 -m bevctl")
+    (tmp_path / "other" / "bevctl").write_text("#!/opt/elsewhere/python3\nprint('old bevctl')\n")
+    env = {"PATH": f"{tmp_path / 'other'}:/usr/bin:/bin"}
+    checks, _ = doctor_json("--check", "python.bevctl", env=env, code=0)
+    assert checks["python.bevctl"]["status"] == "warn" and "/opt/elsewhere/python3" in checks["python.bevctl"]["message"]
+
+
 def test_runs_root_that_is_a_file_fails(tmp_path):
     (tmp_path / "runs").write_text("oops")
     checks, _ = doctor_json("--phase", str(write_phase(tmp_path)), "--check", "disk", code=1)

@@ -104,6 +104,19 @@ def check_bevctl(ctx: Context):
     if not found:
         return ("warn", f"bevctl {__version__} ({here}), but `bevctl` is not on PATH",
                 f"activate the environment: source {short_path(Path(sys.executable).parent / 'activate')}")
+    # A second install (pipx, another venv) earlier on PATH runs another Python with other packages.
+    try:
+        with open(found, "rb") as handle:
+            first = handle.readline(512).decode("utf-8", "replace")
+    except OSError:
+        first = ""
+    if first.startswith("#!"):
+        interpreter = first[2:].strip().split()[0] if first[2:].strip() else ""
+        if interpreter and Path(interpreter).name.startswith("python") and \
+                Path(interpreter).resolve() != Path(sys.executable).resolve() and \
+                Path(interpreter).parent.resolve() != Path(sys.executable).parent.resolve():
+            return ("warn", f"`bevctl` on PATH ({found}) runs {interpreter}, not this {short_path(sys.executable)}",
+                    f"put {Path(sys.executable).parent} first on PATH, or remove the other install")
     return "ok", f"bevctl {__version__} ({here})", None
 
 
