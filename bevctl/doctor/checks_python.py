@@ -101,9 +101,9 @@ def check_bevctl(ctx: Context):
 
     here = Path(__file__).resolve().parents[1]  # the bevctl package this report comes from
     found = shutil.which("bevctl", path=ctx.env.get("PATH"))
-    if not found:
-        return ("warn", f"bevctl {__version__} ({here}), but `bevctl` is not on PATH",
-                f"activate the environment: source {short_path(Path(sys.executable).parent / 'activate')}")
+    if not found:  # works when called by path (make demo does); only typing `bevctl` needs the venv activated
+        activate = short_path(Path(sys.executable).parent / "activate")
+        return "ok", f"bevctl {__version__} ({here}); not on PATH: `source {activate}` to type just `bevctl`", None
     # A second install (pipx, another venv) earlier on PATH runs another Python with other packages.
     try:
         with open(found, "rb") as handle:
