@@ -451,20 +451,27 @@ def test_importing_the_api_does_not_import_torch():
 
 
 def test_bundled_tiny_model_seed_case_live(tmp_path):
-    """A real `model` checkpoint in the trainer's layout (meta, state_dict, optimizer, rng) against a live build."""
+    """A checkpoint exactly as the trainer writes it (model.train.checkpoint_state: meta, state_dict, optimizer,
+    scheduler, scaler, rng, data_state) for the tiny model without GCA, against a live build of the task-GCA model."""
     pytest.importorskip("model.bevfusion")
+    train = pytest.importorskip("model.train")
+    from bevctl.phases import OptimSpec
     from model.bevfusion import build_model
-    from model.checkpoint import rng_state, save_file
+    from model.checkpoint import rng_state, save_run_checkpoint
     from model.config import get_config
+    from model.schedule import LRSchedule, ScheduleSpec
 
     model = build_model(get_config("tiny", "none"))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params)
-    path = save_file({"meta": {"epoch": 5, "iter": 40, "gca": "none", "model_config": "tiny"},
-                      "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state()},
-                     tmp_path / "epoch_5.pth")
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
+    state = train.checkpoint_state(
+        model, opt, LRSchedule(opt, ScheduleSpec.from_optim(OptimSpec(), 100)), torch.amp.GradScaler("cpu", enabled=True),
+        meta={"epoch": 5, "iter": 40, "torch_version": str(torch.__version__), "gca": "none", "model_config": "tiny"},
+        rng=[rng_state()], data_state={"epoch": 5, "samples_done": 0, "seed": 0, "world_size": 1},
+    )
+    path = save_run_checkpoint(tmp_path, state, 5, max_keep=1)
     report = check(path, model_config="tiny", gca="task", live=True, expect_missing=["task_gca.*"])
     assert report.ok, report.failure_line()
+    assert report.checkpoint.meta["epoch"] == 5 and report.checkpoint.optimizer is not None
     gca = build_model(get_config("tiny", "task"), device="meta").gca_params()
     new = {g.name: g.param_counts.get("new", 0) for g in report.comparison.groups if g.name.startswith("task_gca.")}
     assert new == {f"task_gca.{task}": n for task, n in gca.items()}
@@ -487,3 +494,23 @@ def test_launcher_facing_api(files):
 def test_bad_gca_with_json_is_a_json_error(files):
     result = run_cli("check-ckpt", str(files["flat"]), "--gca", "both", "--json")
     assert result.returncode == 2 and json.loads(result.stdout)["error"].startswith("--gca")
+
+
+def test_model_config_yaml_is_built_live(tmp_path):
+    pytest.importorskip("model.bevfusion")
+    from model.bevfusion import build_model
+    from model.config import get_config
+
+    path = save(tmp_path / "tiny.pth", {"state_dict": build_model(get_config("tiny", "shared"), device="cpu").state_dict()})
+    cfg = tmp_path / "my-tiny.yaml"
+    cfg.write_text("base: tiny\n")
+    report = check(path, model_config=str(cfg), gca="shared")
+    assert report.ok and report.manifest.source == "live (meta device)"
+    assert any(g.name == "task_gca.shared" and g.verdict == "kept" for g in report.groups)
+
+
+def test_heads_subset_drops_the_other_head(files):
+    report = check(files["flat"], model_config=str(files["task"]), heads=["object"])
+    groups = {g.name: g for g in report.groups}
+    assert report.ok and groups["heads.map"].verdict == "unused" and not groups["heads.map"].in_model
+    assert "task_gca.map" in groups and not groups["task_gca.map"].in_model
