@@ -2,15 +2,128 @@ from typing import List, Optional
 
 import typer
 
-from bevctl.commands._stub import not_yet
-
 
 def build(
-    tag: Optional[str] = typer.Option(None, "--tag", help="Image tag (default from the phase container settings)."),
+    tag: Optional[str] = typer.Option(None, "--tag", "-t", help="Image tag [default: bevctl:latest]."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build without the layer cache."),
-    build_arg: List[str] = typer.Option([], "--build-arg", help="KEY=VALUE build argument (repeatable)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the equivalent docker build command."),
+    build_arg: List[str] = typer.Option(
+        [], "--build-arg", help="KEY=VALUE build argument (repeatable), e.g. TORCH_INDEX_URL, BASE_IMAGE, INSTALL_MMDET3D=1."
+    ),
+    network: Optional[str] = typer.Option(None, "--network", help="Network for RUN steps (host, none, ...)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the equivalent docker build command and exit."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Build the training image from docker/Dockerfile."""
-    not_yet("build", "containers")
+    """Build the training image from docker/Dockerfile.
+
+    Shows the build's progress (step N/M, the current step, pulled layers) and keeps the whole log in
+    runs/.build/<time>.log; a failing step prints its last lines and exits 1. The image is labelled with a hash of
+    docker/, pyproject.toml and .dockerignore plus the version and git commit, so `bevctl shell` and `bevctl start`
+    can tell when it is stale. The image's user gets your uid/gid.
+
+    Examples: `bevctl build`, `bevctl build --dry-run`,
+    `bevctl build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126`.
+    """
+    import shlex
+
+    from bevctl import container
+    from bevctl.console import err, print_json
+    from bevctl.errors import UsageError
+
+    args = {}
+    for item in build_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--build-arg {item!r} is not KEY=VALUE", fix="write e.g. --build-arg INSTALL_MMDET3D=1")
+        args[key.strip()] = value
+    root = container.project_root()
+    tag = tag or container.DEFAULT_IMAGE
+
+    if dry_run:
+        argv = container.docker_build_cmd(tag, root, args, no_cache, network)
+        if json_out:
+            print_json({"schema": 1, "tag": tag, "command": argv, "shell": shlex.join(argv)})
+        else:
+            typer.echo(shlex.join(argv))
+        return
+
+    cli = container.client()
+    try:
+        with _Progress(err()) as progress:
+            result = container.build_image(tag, root, args, no_cache, network, on_event=progress.update, cli=cli)
+    except container.BuildFailed as exc:
+        console = err()
+        if exc.tail:
+            console.print("[bold]last lines of the failing step:[/]")
+            for line in exc.tail:
+                console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+        raise
+    if json_out:
+        print_json(
+            {
+                "schema": 1,
+                "tag": result.tag,
+                "image_id": result.image_id,
+                "steps": result.steps,
+                "seconds": round(result.seconds, 1),
+                "log": str(result.log_path),
+                "labels": result.labels,
+            }
+        )
+    else:
+        err().print(
+            f"[green]built[/] {result.tag} ({result.image_id[:19]}) in {result.seconds:.0f} s; log: {result.log_path}\n"
+            f"next: `bevctl shell` or `bevctl start <phase>`",
+            soft_wrap=True,
+        )
+
+
+class _Progress:
+    """Live progress on a terminal (Rich); one plain line per step elsewhere (CI logs)."""
+
+    def __init__(self, console):
+        self.console = console
+        self.live = console.is_terminal
+        self.progress = None
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.fields[label]}", style="bold"),
+                BarColumn(bar_width=24),
+                MofNCompleteColumn(),
+                TextColumn("{task.description}", markup=False),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.progress.start()
+            self.steps = self.progress.add_task("", total=None, label="step")
+            self.layers = None
+            self.output = self.progress.add_task("", total=None, label="  ", visible=False)
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+        return False
+
+    def update(self, event) -> None:
+        if not self.live:
+            if event.kind == "step":
+                self.console.print(f"step {event.step}/{event.total}: {event.text}", markup=False, highlight=False, soft_wrap=True)
+            return
+        width = max(20, self.console.width - 60)
+        if event.kind == "step":
+            self.progress.update(self.steps, completed=event.step - 1, total=event.total, description=event.text[:width])
+            self.progress.update(self.output, description="", visible=False)
+        elif event.kind == "output":
+            self.progress.update(self.output, description=event.text.strip()[:width], visible=True)
+        elif event.kind == "pull":
+            if self.layers is None:
+                self.layers = self.progress.add_task("", total=event.layers_total, label="layers")
+            self.progress.update(self.layers, completed=event.layers_done, total=event.layers_total, description="pulled")
+        elif event.kind == "done":
+            self.progress.update(self.steps, completed=event.total, total=event.total)

@@ -1,13 +1,71 @@
-from typing import Optional
+from typing import List, Optional
 
 import typer
-
-from bevctl.commands._stub import not_yet
 
 
 def shell(
     run: Optional[str] = typer.Option(None, "--run", help="Open the shell in this run's container."),
-    print_cmd: bool = typer.Option(False, "--print-cmd", help="Print the equivalent docker run line."),
+    print_cmd: bool = typer.Option(False, "--print-cmd", help="Print the equivalent docker run (and exec) line."),
+    phase: Optional[str] = typer.Option(None, "--phase", help="Mount the dataset and runs folder of this phase."),
+    gpus: str = typer.Option("auto", "--gpus", help="GPUs for a new container: auto, all, none, N or device=0,1."),
+    image: Optional[str] = typer.Option(None, "--image", help="Image [default: the phase's, bevctl:latest]."),
+    name: Optional[str] = typer.Option(None, "--name", help="Container name [default: the phase's, bevfusion]."),
+    mount: List[str] = typer.Option([], "--mount", help="Extra bind mount HOST:CONTAINER[:ro] (repeatable)."),
+    network: Optional[str] = typer.Option(None, "--network", help="Container network (host, none, ...)."),
+    command: str = typer.Option("bash", "--command", "-c", help="Program to run instead of bash."),
 ) -> None:
-    """Open an interactive shell in the project container (started if needed)."""
-    not_yet("shell", "containers")
+    """Open an interactive shell in the project container (started if needed).
+
+    The container is named `bevfusion` by default, so `docker exec -it bevfusion bash` keeps working. It runs as
+    your uid:gid with the project at /workspace/bevfusion, runs/ read-write, the dataset read-only, GPUs (when
+    present or asked for), 16g shared memory and unlimited memlock. A running container is reused; leaving the
+    shell leaves it running (`docker rm -f bevfusion` removes it). `--run NAME` enters a training run's container.
+
+    Examples: `bevctl shell`, `bevctl shell --phase phase4a`, `bevctl shell --print-cmd`.
+    """
+    import os
+    import shlex
+
+    from bevctl import container
+    from bevctl.console import err
+    from bevctl.errors import UsageError
+
+    argv_cmd = shlex.split(command)
+    if run:
+        if print_cmd:
+            typer.echo(shlex.join(container.exec_argv(f"<container of run {run}>", argv_cmd, interactive=True)))
+            return
+        found = [c for c in container.find_containers({container.LABEL_RUN: run}) if c["status"] == "running"]
+        if not found:
+            raise UsageError(
+                f"no running container for run {run}",
+                fix="`bevctl runs` lists runs; containers exist only while a `bevctl start --container` run trains",
+            )
+        target = found[0]["name"]
+    else:
+        spec = container.run_spec(
+            phase, ["sleep", "infinity"], extra_mounts=mount, name=name, image=image, gpus=gpus, role="shell",
+            network_mode=network,
+        )
+        if print_cmd:
+            typer.echo(shlex.join(container.docker_run_cmd(spec)))
+            typer.echo(shlex.join(container.exec_argv(spec["name"], argv_cmd, interactive=True)))
+            return
+        container.docker_cli()
+        cli = container.client()
+        if container.require_image(spec["image"], allow_stale=True, cli=cli) == "stale":
+            err().print(f"[yellow]warning:[/] image {spec['image']} is stale (docker/ changed since the build); "
+                        "run `bevctl build` to refresh it", soft_wrap=True)
+        for note in spec.notes:
+            err().print(f"note: {note}", soft_wrap=True, highlight=False)
+        _, how = container.ensure_running(spec, cli)
+        err().print(f"{how} container {spec['name']} ({spec['image']})", highlight=False)
+        target = spec["name"]
+    argv = container.exec_argv(target, argv_cmd)
+    docker = container.docker_cli()
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The SDK has no terminal bridge: hand this process over to the docker CLI (terminal, resize, exit code).
+    os.execv(docker, argv)
