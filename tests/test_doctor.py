@@ -111,7 +111,9 @@ def test_cli_unknown_check_is_usage_error():
 
 def test_demo_is_green_for_a_new_user(tmp_path):
     """As after the README set-up: the demo's synthetic data does not exist yet, no GPU, no docker daemon."""
-    result = run_cli("doctor", "--phase", "demo", "-v", env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock", "BEVCTL_IN_CONTAINER": "0"})
+    # cwd is an empty folder: like a fresh clone where nobody ran the demo yet (data/ and runs/ do not exist)
+    result = run_cli("doctor", "--phase", "demo", "-v", cwd=tmp_path,
+                     env={"DOCKER_HOST": f"unix://{tmp_path}/no.sock", "BEVCTL_IN_CONTAINER": "0"})
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "will be generated" in out
