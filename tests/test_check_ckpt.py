@@ -362,9 +362,9 @@ def test_foreign_globals_need_trust(files, tmp_path):
                                          "state_dict": MiniBEVFusion("task").state_dict()})
     result = run_cli("check-ckpt", str(path), "--model-config", str(files["task"]))
     assert result.returncode == 2 and "argparse.Namespace" in result.stderr
-    trusted = run_cli("check-ckpt", str(path), "--model-config", str(files["task"]), "--trust")
-    assert trusted.returncode == 0, trusted.stderr
-    assert "weights_only=False" in trusted.stderr
+    trusted = check(path, model_config=str(files["task"]), trust=True)  # in-process: torch is already imported
+    assert trusted.ok and trusted.checkpoint.format == "trusted-torch" and trusted.to_json()["checkpoint"]["trusted_load"]
+    assert any("weights_only=False" in note for note in trusted.notes)
 
 
 def test_numpy_rng_state_and_torch_version_are_inert(files, tmp_path):

@@ -195,6 +195,11 @@ class Report:
             lines.append("  optimizer state: absent")
         lines.append(f"[bold]model[/] {escape(man.config)}, gca {man.gca}, heads {'+'.join(man.heads)}  "
                      f"({escape(man.source)}{', ' + escape(man.model_version) if man.model_version else ''})")
+        if self.expect_missing or self.allow_unexpected:
+            where = f"phase {self.phase}" if self.phase else "given"
+            bits = [f"expect missing {', '.join(self.expect_missing)}"] if self.expect_missing else []
+            bits += [f"allow unexpected {', '.join(self.allow_unexpected)}"] if self.allow_unexpected else []
+            lines.append(f"  expectations ({escape(where)}): {escape('; '.join(bits))}")
         if self.remap:
             lines.append(f"  remap: {escape(' '.join(remap_arg(p, r) for p, r in self.remap))} "
                          f"({self.comparison.remapped:,} keys renamed)")
