@@ -413,7 +413,11 @@ def test_the_same_checks_without_torch(files, tmp_path):
     legacy = tmp_path / "legacy.pth"
     torch.save({"state_dict": MiniBEVFusion("task").state_dict()}, legacy, _use_new_zipfile_serialization=False)
     m = ["--model-config", str(files["task"])]
+    phase = tmp_path / "p4a.yaml"
+    phase.write_text(f"model: {{config: {files['task']}, gca: task}}\nload_from: {files['epoch5']}\n"
+                     "expect_missing: ['task_gca.object.*', 'task_gca.map.*']\n")
     cases = [
+        (["--phase", str(phase)], 0),
         ([str(files["epoch5"]), *m], 1),
         ([str(files["epoch5"]), *m, "--expect-missing", "task_gca.*"], 0),
         ([str(files["ddp"]), *m, "--expect-missing", "task_gca.*"], 0),
