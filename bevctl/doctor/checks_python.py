@@ -74,7 +74,7 @@ def installed(name: str) -> str | None:
         return None
 
 
-def _needed(ctx: Context, what: str) -> tuple[str, str]:
+def _needed(ctx: Context) -> tuple[str, str]:
     """Status for a missing training dependency, and why: fail where the trainer runs here, else warn."""
     if ctx.trains_here == "yes":
         return "fail", ""
@@ -126,7 +126,7 @@ def check_packages(ctx: Context):
     missing = [p for p in TRAIN_PACKAGES if installed(p) is None]
     if not missing:
         return "ok", f"training dependencies installed ({len(TRAIN_PACKAGES)} packages)", None
-    status, why = _needed(ctx, "packages")
+    status, why = _needed(ctx)
     if len(missing) == len(TRAIN_PACKAGES):
         return status, f"no training dependencies installed{why}", _install_fix(ctx)
     return status, f"missing {', '.join(missing)}{why}", _install_fix(ctx)
@@ -136,17 +136,17 @@ def check_torch(ctx: Context):
     if ctx.trains_here == "no":
         return "skipped", "the phase trains in the container; check there with --in-container", None
     if installed("torch") is None:
-        status, why = _needed(ctx, "torch")
+        status, why = _needed(ctx)
         return status, f"torch is not installed{why}", _install_fix(ctx)
     info = probe(ctx)
     if "torch_error" in info:
-        status, why = _needed(ctx, "torch")
+        status, why = _needed(ctx)
         return status, f"torch does not import: {info['torch_error']}{why}", "reinstall it: " + _install_fix(ctx)
     t = info["torch"]
     build = f"CUDA {t['cuda']}" if t["cuda"] else (f"ROCm {t['hip']}" if t.get("hip") else "CPU build")
     message = f"torch {t['version']} ({build})"
     if ctx.gpu_phase and not t["cuda"]:
-        return (_needed(ctx, "cuda")[0], f"{message}: this phase trains on {ctx.gpus_wanted} GPU(s) but torch has no CUDA",
+        return (_needed(ctx)[0], f"{message}: this phase trains on {ctx.gpus_wanted} GPU(s) but torch has no CUDA",
                 f"install the CUDA wheel of torch=={TORCH_PIN}, or train in the image (bevctl build; launch.where: container)")
     if t["version"].split("+")[0] != TORCH_PIN:
         return "warn", f"{message}; bevctl is tested with {TORCH_PIN}", f"pip install torch=={TORCH_PIN}"
@@ -170,7 +170,7 @@ def check_spconv(ctx: Context):
         return "skipped", "the phase trains in the container; check there with --in-container", None
     dist, cuda = spconv_flavour()
     if dist is None:
-        status, why = _needed(ctx, "spconv")
+        status, why = _needed(ctx)
         fix = "pip install spconv-cu126 (match torch's CUDA)" if ctx.gpu_phase else "pip install spconv==2.3.8"
         return status, f"spconv is not installed (the LiDAR backbone needs it){why}", fix
     info = probe(ctx)
@@ -182,7 +182,7 @@ def check_spconv(ctx: Context):
     label = f"{dist} {info['spconv']['version']} ({'CUDA ' + cuda if cuda else 'CPU build'})"
     if ctx.gpu_phase and cuda is None:
         want = f"spconv-cu{torch_cuda.replace('.', '')[:3]}" if torch_cuda else "spconv-cu126"
-        return _needed(ctx, "cuda")[0], f"{label}: GPU training needs a CUDA build", f"pip uninstall -y spconv && pip install {want}"
+        return _needed(ctx)[0], f"{label}: GPU training needs a CUDA build", f"pip uninstall -y spconv && pip install {want}"
     if cuda and torch_cuda and cuda.split(".")[0] != torch_cuda.split(".")[0]:
         return ("fail", f"{label} but torch is built with CUDA {torch_cuda}",
                 f"pip uninstall -y {dist} && pip install spconv-cu{torch_cuda.replace('.', '')[:3]}")
@@ -332,7 +332,7 @@ def check_cuda(ctx: Context):
         return "skipped", "torch does not import (see python.torch)", None
     if not t["cuda"]:
         if ctx.gpu_phase:
-            return (_needed(ctx, "cuda")[0], f"torch {t['version']} is a CPU build; this phase needs CUDA",
+            return (_needed(ctx)[0], f"torch {t['version']} is a CPU build; this phase needs CUDA",
                     f"install the CUDA wheel of torch=={TORCH_PIN}, or train in the image (bevctl build)")
         if ctx.phase is None:
             return "ok", f"torch {t['version']} is a CPU build (GPU phases need the CUDA wheel)", None

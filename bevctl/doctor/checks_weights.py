@@ -10,7 +10,6 @@ epoch_5.pth, so swint-nuimages-pretrained.pth is irrelevant).
 from __future__ import annotations
 
 import fnmatch
-import os
 import pickletools
 import zipfile
 from pathlib import Path
