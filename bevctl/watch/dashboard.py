@@ -82,6 +82,9 @@ def header(snap: dict[str, Any], follow_mode: str, now: float, width: int) -> Re
         pct = f"{100 * (done or 0) / total:5.1f}%" if total else ""
         row.add_row(Text(where), bar, Text(pct))
         lines.append(row)
+    else:
+        lines.append(Text("waiting for the first logged step", style="dim"))
+        return Panel(Group(*lines), title="bevctl watch", title_align="left", border_style="blue")
     facts = Text.assemble(
         "ETA ", (_eta(prog["eta_seconds"]), "bold"),
         "   lr ", _num(prog["lr"], "{:.3e}"),

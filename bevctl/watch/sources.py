@@ -295,9 +295,10 @@ class TextLogParser(Parser):
             else:
                 return None
         if "GCA" in text:
-            if "Task-specific GCA mode enabled" in text:
-                self._gca_seen = True
-                return {"kind": "gca_enabled", "mode": "task", "time": when, "_from": "text"}
+            for mode, phrase in (("task", "Task-specific GCA mode enabled"), ("shared", "Shared GCA mode enabled")):
+                if phrase in text:
+                    self._gca_seen = True
+                    return {"kind": "gca_enabled", "mode": mode, "time": when, "_from": "text"}
             match = _GCA_PARAMS.search(text)
             if match:
                 self._gca_seen = True
