@@ -175,16 +175,37 @@ def docker_engine():
     except RuntimeError as exc:
         say(f"Docker tests skipped: {exc}")
         pytest.skip(f"no Docker engine: {exc}")
-    previous = os.environ.get("DOCKER_HOST")
-    os.environ["DOCKER_HOST"] = engine.host
+    env = {"DOCKER_HOST": engine.host}
+    memlock = _memlock_ceiling() if engine.started else None
+    if memlock is not None and "BEVCTL_MEMLOCK" not in os.environ:
+        # Our daemon inherits this process's memlock ceiling and cannot raise it (no CAP_SYS_RESOURCE here), so
+        # containers asking for memlock=unlimited would not start; real servers' docker.service has no such cap.
+        env["BEVCTL_MEMLOCK"] = str(memlock)
+        say(f"BEVCTL_MEMLOCK={memlock}: this machine cannot raise the memlock limit to unlimited")
+    previous = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
     try:
         yield engine
     finally:
-        if previous is None:
-            os.environ.pop("DOCKER_HOST", None)
-        else:
-            os.environ["DOCKER_HOST"] = previous
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         engine.stop()
+
+
+def _memlock_ceiling() -> int | None:
+    """The memlock hard limit when it is finite and cannot be raised, else None."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
+    if hard == resource.RLIM_INFINITY:
+        return None
+    probe = "import resource; resource.setrlimit(resource.RLIMIT_MEMLOCK, (-1, -1))"
+    if subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0:
+        return None
+    return hard
 
 
 # ------------------------------------------------------------------------------------------------- base image
