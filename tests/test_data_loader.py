@@ -246,3 +246,15 @@ def test_info_files_with_code_are_refused(tmp_path):
     pkl.write_bytes(pickle.dumps({"infos": [Evil()]}))
     with pytest.raises(UsageError, match="not a readable nuScenes info file"):
         make(info_pkl=str(pkl))
+
+
+def test_package_entry_points_stay_functions(eval_ds):
+    import types
+
+    import model.data
+    import model.data.batch  # noqa: F401 - importing submodules must not shadow the package functions
+    import model.data.loader  # noqa: F401
+
+    assert not isinstance(model.data.collate, types.ModuleType)
+    batch = model.data.collate([eval_ds[0]])
+    assert batch["img"].shape[0] == 1

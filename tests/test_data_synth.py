@@ -184,3 +184,17 @@ def test_ensure_dataset_is_a_no_op_when_present():
     before = (root / "v1.0-mini" / "sample.json").stat().st_mtime_ns
     assert ensure_dataset(root, scenes=5, samples_per_scene=9) == root
     assert (root / "v1.0-mini" / "sample.json").stat().st_mtime_ns == before
+
+
+def test_ensure_dataset_refuses_what_it_cannot_do(tmp_path):
+    from bevctl.errors import UsageError
+    from model.data.synth import ensure_dataset
+
+    with pytest.raises(UsageError, match="v1.0-mini"):
+        ensure_dataset(tmp_path / "a", version="v1.0-trainval")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.txt").write_text("x")
+    with pytest.raises(UsageError, match="not empty"):
+        ensure_dataset(tmp_path / "b")
+    with pytest.raises(UsageError, match="scenes"):
+        ensure_dataset(tmp_path / "c", scenes=1)

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from model.data.collate import collate
+from model.data.batch import collate
 
 
 def _worker_init(_worker_id: int) -> None:

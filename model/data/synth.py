@@ -84,12 +84,27 @@ def dataset_exists(root: Path | str) -> bool:
 
 
 def ensure_dataset(root, scenes: int = 10, samples_per_scene: int = 4, seed: int = 0, sweeps: int = 2,
-                   progress: Optional[bool] = None) -> Path:
-    """Generate the synthetic dataset at `root` unless a dataset is already there (then a no-op)."""
-    root = Path(root)
+                   progress: Optional[bool] = None, version: str = VERSION, config=None) -> Path:
+    """Generate the synthetic dataset at `root` unless a dataset is already there (then a no-op).
+
+    `version` must be v1.0-mini (what is generated); `config` (a model config) is accepted for symmetry with the
+    loader: the dataset does not depend on the model geometry. User-fixable problems raise `UsageError`.
+    """
+    from bevctl.errors import UsageError
+
+    root = Path(root).expanduser()
+    if version != VERSION:
+        raise UsageError(f"synthetic data is generated as {VERSION}, but data.version is {version}",
+                         fix=f"set data.version: {VERSION} (and the splits mini_train / mini_val)")
     if dataset_exists(root):
         return root
-    generate(root, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed, sweeps=sweeps, progress=progress)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise UsageError(f"data root {root} is not empty and holds no nuScenes dataset",
+                         fix="point data.root at a new folder for the synthetic data")
+    try:
+        generate(root, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed, sweeps=sweeps, progress=progress)
+    except ValueError as exc:
+        raise UsageError(f"cannot generate synthetic data: {exc}", fix="check data.synth in the phase") from None
     return root
 
 
