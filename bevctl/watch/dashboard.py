@@ -133,21 +133,21 @@ def validation_panel(val: dict[str, Any]) -> Panel:
     per_class = {k.split("/")[1]: v for k, v in metrics.items()
                  if k.startswith("map/") and k.endswith("/iou@max") and k.split("/")[1] != "mean"}
     if per_class:
-        table = Table(box=None, padding=(0, 1), show_header=True, header_style="dim")
-        for cls in per_class:
-            table.add_column(cls, no_wrap=True)
-        table.add_row(*(_num(v, "{:.3f}") for v in per_class.values()))
-        parts.append(table)
+        parts.append(_pairs("IoU", per_class))
     ap = {k[len("object/"):-len("_ap_dist_2.0")]: v for k, v in metrics.items()
           if k.startswith("object/") and k.endswith("_ap_dist_2.0")}
     if ap:
-        table = Table(box=None, padding=(0, 1), show_header=True, header_style="dim", title_justify="left")
-        for cls in ap:
-            table.add_column(cls, no_wrap=True)
-        table.add_row(*(_num(v, "{:.3f}") for v in ap.values()))
-        parts.append(Text("AP@2.0m per class", style="dim"))
-        parts.append(table)
+        parts.append(_pairs("AP@2m", ap))
     return Panel(Group(*parts), title="validation", title_align="left", border_style="magenta")
+
+
+def _pairs(label: str, values: dict[str, Any]) -> RenderableType:
+    """`class value` items laid out in as many columns as fit (they never split across lines)."""
+    from rich.columns import Columns
+
+    items = [Text.assemble((label, "dim"))] + [Text.assemble(f"{name} ", (_num(v, "{:.3f}"), "bold"))
+                                               for name, v in values.items()]
+    return Columns(items, padding=(0, 3))
 
 
 def alerts_panel(alerts: list[dict[str, Any]]) -> Panel:
@@ -174,7 +174,7 @@ def render(sessions: list[Session], snaps: list[dict[str, Any]], console: Consol
         if live:
             # Fit the screen: Live cannot redraw what scrolled off, so charts shrink before the panels go.
             fixed = 6 + len(snap["verification"]) + 2 + (len(snap["alerts"]) + 2 if snap["alerts"] else 0)
-            fixed += 6 if snap["validation"] else 0
+            fixed += 8 if snap["validation"] else 0
             room = console.size.height - fixed * len(sessions)
             per_run = max(1, len(names))
             chart_h = max(2, min(6, room // max(1, per_run * len(sessions)) - 2))
