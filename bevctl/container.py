@@ -515,7 +515,9 @@ def run_spec(
             mounts.append((str(data_host), target, mode))
     else:
         spec.notes.append(f"dataset {data_host} not found: not mounted")
-    mounts += [_as_mount(m) for m in extra_mounts]
+    # BEVCTL_EXTRA_MOUNTS="HOST:CONTAINER[:ro];..." adds mounts to every container (pretrained weights, caches).
+    env_mounts = [m.strip() for m in os.environ.get("BEVCTL_EXTRA_MOUNTS", "").split(";") if m.strip()]
+    mounts += [_as_mount(m) for m in [*env_mounts, *extra_mounts]]
 
     if gpus == "auto":
         if phase is not None:

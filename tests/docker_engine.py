@@ -218,6 +218,16 @@ class BaseImage:
     mounts: list[tuple[str, str, str]] = field(default_factory=list)
     python: str = "python"  # the interpreter inside the container, on the image's PATH through /opt/venv
 
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for `bevctl` subprocesses (e.g. `bevctl start demo --container --set container.image=TAG`):
+        every container they start gets the mounts that make the host's Python work inside."""
+        return {"BEVCTL_EXTRA_MOUNTS": ";".join(f"{src}:{dst}:{mode}" for src, dst, mode in self.mounts)}
+
+    def run_kwargs(self) -> dict:
+        """Keyword arguments for `bevctl.container.run_spec` in tests."""
+        return {"image": self.tag, "extra_mounts": list(self.mounts), "network_mode": "none"}
+
 
 def _os_release() -> dict[str, str]:
     values = {}

@@ -261,9 +261,10 @@ def test_shell_starts_the_container_and_execs_into_it(docker_engine, bevctl_test
     name = _unique("bevctl-test-shell")
     args = ["shell", "--phase", str(phase_file), "--image", bevctl_test_image.tag, "--name", name, "--network", "none"]
     try:
-        first = run_cli(*args, input="id -u\npwd\ntouch runs/from-shell\nexit 3\n")
+        first = run_cli(*args, input="id -u\npwd\ntouch runs/from-shell\npython -c 'print(6 * 7)'\nexit 3\n",
+                        env=bevctl_test_image.env)
         assert first.returncode == 3, first.stderr
-        assert first.stdout.split() == [str(os.getuid()), "/workspace/bevfusion"]
+        assert first.stdout.split() == [str(os.getuid()), "/workspace/bevfusion", "42"]
         assert "created container" in first.stderr
         assert (runs / "from-shell").stat().st_uid == os.getuid()
         again = run_cli(*args, input="exit 0\n")
