@@ -258,3 +258,26 @@ def test_package_entry_points_stay_functions(eval_ds):
     assert not isinstance(model.data.collate, types.ModuleType)
     batch = model.data.collate([eval_ds[0]])
     assert batch["img"].shape[0] == 1
+
+
+def test_bev_masks_agree_with_the_devkit_rasteriser(eval_ds):
+    """Without augmentation our masks match NuScenesMap.get_map_mask for a patch aligned with the LiDAR heading."""
+    from nuscenes.map_expansion.map_api import NuScenesMap
+
+    info = eval_ds.infos[1]
+    l2g = info["ego2global"] @ info["lidar2ego"]
+    yaw = np.degrees(np.arctan2(l2g[1, 0], l2g[0, 0]))
+    m = NuScenesMap(dataroot=str(small_dataset()), map_name=info["location"])
+    layers = ["drivable_area", "ped_crossing", "walkway", "stop_line", "carpark_area"]
+    theirs = m.get_map_mask((l2g[0, 3], l2g[1, 3], 100, 100), yaw, layers, (200, 200))
+    # The devkit's canvas rows run along +y from the bottom, columns along +x: transpose to [x, y].
+    theirs = theirs.transpose(0, 2, 1)
+    ours = eval_ds[1]["gt_masks_bev"][:5].numpy()
+    from scipy.ndimage import binary_dilation
+
+    for k, name in enumerate(layers):
+        # Same area; the devkit rounds vertices to whole cells while the contract puts cell centres at +0.5, so
+        # allow one cell of disagreement along the edges.
+        assert abs(int(ours[k].sum()) - int(theirs[k].sum())) <= 0.02 * max(theirs[k].sum(), 50), name
+        assert not (ours[k].astype(bool) & ~binary_dilation(theirs[k].astype(bool))).any(), name
+        assert not (theirs[k].astype(bool) & ~binary_dilation(ours[k].astype(bool))).any(), name

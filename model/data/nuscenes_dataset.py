@@ -148,7 +148,7 @@ class NuScenesDataset(Dataset):
         if location not in self._maps:
             from nuscenes.map_expansion.map_api import NuScenesMap
 
-            self._maps[location] = NuScenesMap(dataroot=str(self.root), map_name=location)
+            self._maps[location] = bev_map.MapIndex(NuScenesMap(dataroot=str(self.root), map_name=location))
         return self._maps[location]
 
     def __getitem__(self, index: int) -> dict:
