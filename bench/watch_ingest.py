@@ -94,6 +94,16 @@ def main() -> dict[str, float]:
             results[f"{label}_grep_s"] = grep
             results[f"{label}_ingest_s"] = ours
             results[f"{label}_cli_s"] = cli
+        # start-up: a small run (1000 lines) with --once, against `bevctl --help` (no command imports at all)
+        small = Path(tmp) / "small"
+        small.mkdir()
+        lines = files["events.jsonl"].open().readlines()[:1000]
+        (small / "events.jsonl").write_text("".join(lines))
+        helps = median_time(lambda: subprocess.run([bevctl, "--help"], stdout=subprocess.DEVNULL, check=False), 5)
+        once = median_time(lambda: subprocess.run([bevctl, "watch", str(small), "--once"], stdout=subprocess.DEVNULL,
+                                                  check=False), 5)
+        print(f"start-up: bevctl --help {helps:.3f}s, bevctl watch SMALL --once {once:.3f}s, ratio {once / helps:.2f}")
+        results["help_s"], results["once_small_s"] = helps, once
     return results
 
 

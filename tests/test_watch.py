@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -296,3 +297,26 @@ def test_dead_process_without_run_end_is_crashed(tmp_path):
     assert [a for a in snap["alerts"] if a["kind"] == "process_gone"][0]["level"] == "error"
     assert snap["run"]["status"] == "crashed"
     session.close()
+
+
+def test_container_gone_without_run_end(tmp_path, monkeypatch):
+    from bevctl.watch import state as state_mod
+    from bevctl.watch.session import Session
+
+    run = write_run(tmp_path / "r", epochs=1, end=False)
+    runs.update_manifest(run, status="running", where="container", container_id="0123456789abcdef")
+    monkeypatch.setattr(state_mod, "_container_state", lambda cid: "exited")
+    session = Session(run)
+    session.poll(force_scan=True)
+    snap = session.snapshot()
+    assert [a for a in snap["alerts"] if a["kind"] == "container_gone"] and snap["run"]["status"] == "crashed"
+    session.close()
+
+
+def test_unreachable_docker_is_skipped_quietly(monkeypatch):
+    from bevctl.watch.state import _container_state
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    start = time.monotonic()
+    assert _container_state("0123456789abcdef") is None
+    assert time.monotonic() - start < 5
