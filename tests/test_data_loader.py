@@ -281,3 +281,23 @@ def test_bev_masks_agree_with_the_devkit_rasteriser(eval_ds):
         assert abs(int(ours[k].sum()) - int(theirs[k].sum())) <= 0.02 * max(theirs[k].sum(), 50), name
         assert not (ours[k].astype(bool) & ~binary_dilation(theirs[k].astype(bool))).any(), name
         assert not (theirs[k].astype(bool) & ~binary_dilation(ours[k].astype(bool))).any(), name
+
+
+def test_info_files_work_without_the_tables(eval_ds, tmp_path):
+    """Users with info files and sensor data only (no v1.0-* tables) can train the object head."""
+    import os
+
+    root = tmp_path / "nuscenes"
+    root.mkdir()
+    for sub in ("samples", "sweeps", "maps"):
+        os.symlink(small_dataset() / sub, root / sub)
+    infos = [_as_mmdet3d(i) for i in eval_ds.infos]
+    for info in infos:
+        info["lidar_path"] = info["lidar_path"].replace(str(small_dataset()), str(root))
+    with open(root / "infos.pkl", "wb") as fh:
+        pickle.dump({"infos": infos}, fh)
+    from model.data.nuscenes_dataset import NuScenesDataset
+
+    ds = NuScenesDataset(root, "v1.0-trainval", "train", sweeps=1, train=False, image_size=IMAGE, info_pkl="infos.pkl")
+    assert len(ds) == len(eval_ds)
+    assert torch.allclose(ds[0]["gt_boxes"], eval_ds[0]["gt_boxes"])

@@ -35,13 +35,18 @@ def _synth_fix(root: Path) -> str:
     return f"run `bevctl data synth --out {root}` for a synthetic dataset, or set data.root to your nuScenes folder"
 
 
-def check_root(root, version: str) -> Path:
-    """Fail with one clear line unless `root/version` holds the nuScenes tables."""
+def check_root_exists(root) -> Path:
     root = Path(root).expanduser()
     if not root.exists():
         raise UsageError(f"data root {root} does not exist", fix=_synth_fix(root))
     if not root.is_dir():
         raise UsageError(f"data root {root} is not a folder", fix=_synth_fix(root))
+    return root
+
+
+def check_root(root, version: str) -> Path:
+    """Fail with one clear line unless `root/version` holds the nuScenes tables."""
+    root = check_root_exists(root)
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.startswith("v1.0-"))
     if not (root / version).is_dir():
         if found:

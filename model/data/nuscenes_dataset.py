@@ -45,7 +45,8 @@ class NuScenesDataset(Dataset):
         use_valid_flag: bool = False,
         seed: int = 0,
     ):
-        self.root = infos_mod.check_root(root, version)
+        # Info files carry their own calibration and boxes: the tables are then only needed for missing locations.
+        self.root = infos_mod.check_root(root, version) if not info_pkl else infos_mod.check_root_exists(root)
         self.version, self.split = version, split
         self.sweeps = sweeps
         self.pc_range = np.asarray(point_cloud_range, dtype=np.float32)
