@@ -24,6 +24,7 @@ MAX_FPS = 4
 IDLE_REDRAW_S = 5.0
 MARKS = {"ok": ("✓", "green"), "fail": ("✗", "bold red"), "pending": ("…", "yellow"), "info": ("•", "cyan")}
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow"}
+_charts: dict[tuple[int, str], tuple[tuple[int, int, int], Text]] = {}
 
 
 def _num(value: Any, fmt: str = "{:.4g}") -> str:
@@ -99,7 +100,14 @@ def header(snap: dict[str, Any], follow_mode: str, now: float, width: int) -> Re
 
 def metric_panel(session: Session, name: str, summary: dict[str, Any], width: int, height: int) -> Panel:
     series = session.state.series(name)
-    chart = braille_chart(series.values, series.smoothed, width - 4, height)
+    # Charts cost O(points); an idle redraw (the clock) or another panel's change reuses the last drawing.
+    key = (len(series.values), width, height)
+    cached = _charts.get((id(session), name))
+    if cached is not None and cached[0] == key:
+        chart = cached[1]
+    else:
+        chart = braille_chart(series.values, series.smoothed, width - 4, height)
+        _charts[(id(session), name)] = (key, chart)
     trend = summary.get("trend")
     arrow = "→" if trend is None or abs(trend) < 0.01 else ("↓" if trend < 0 else "↑")
     last = _num(summary["last"]) if summary["last_finite"] or not series.values else str(series.values[-1])

@@ -69,7 +69,7 @@ def _finite(value: float | None) -> float | None:
 class Series:
     """One metric as floats (NaN where a record lacks it is not stored: only records that have it)."""
 
-    __slots__ = ("name", "values", "epochs", "consumed", "smoothed", "_ema", "_n")
+    __slots__ = ("name", "values", "epochs", "consumed", "smoothed", "_ema", "_n", "lo", "hi", "nonfinite")
 
     def __init__(self, name: str):
         self.name = name
@@ -79,6 +79,9 @@ class Series:
         self.smoothed: list[float] = []
         self._ema = 0.0
         self._n = 0
+        self.lo: float | None = None  # running min/max of the finite values: summaries stay O(1) per redraw
+        self.hi: float | None = None
+        self.nonfinite = 0
 
     def extend(self, records: list[dict[str, Any]], weight: float) -> None:
         name = self.name
@@ -105,6 +108,12 @@ class Series:
                 smoothed.append(ema / (1 - weight**n) if weight > 0 else ema)
             else:
                 smoothed.append(value)  # type: ignore[arg-type]
+        finite = [v for v in values if isfinite(v)]  # type: ignore[arg-type]
+        self.nonfinite += len(values) - len(finite)
+        if finite:
+            lo, hi = min(finite), max(finite)  # type: ignore[type-var]
+            self.lo = lo if self.lo is None else min(self.lo, lo)
+            self.hi = hi if self.hi is None else max(self.hi, hi)
         self._ema, self._n = ema, n
         self.consumed = len(records)
 
@@ -586,7 +595,6 @@ class RunState:
     def metric_summary(self, name: str) -> dict[str, Any]:
         series = self.series(name)
         values = series.values
-        finite = [v for v in values if math.isfinite(v)]
         smoothed = series.smoothed
         trend = None
         if len(smoothed) >= 3:
@@ -600,8 +608,8 @@ class RunState:
             "count": len(values),
             "last": _finite(values[-1]) if values else None,
             "last_finite": bool(values) and math.isfinite(values[-1]),
-            "min": min(finite) if finite else None,
-            "max": max(finite) if finite else None,
+            "min": series.lo,
+            "max": series.hi,
             "smoothed": _finite(smoothed[-1]) if smoothed else None,
             "trend": trend,
             "epoch": epoch,
