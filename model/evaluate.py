@@ -11,6 +11,8 @@ Each rank evaluates its shard; rank 0 gathers, runs the devkit and returns the m
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import sys
@@ -116,11 +118,13 @@ def run_detection_eval(results: dict[str, list], nusc, eval_set: str, out_dir: P
         "results": results,
     }
     result_path.write_text(json.dumps(payload), encoding="utf-8")
-    evaluator = DetectionEval(
-        nusc, config=config_factory(DETECTION_CONFIG), result_path=str(result_path), eval_set=eval_set,
-        output_dir=str(out_dir), verbose=False,
-    )
-    metrics, _ = evaluator.evaluate()
+    with contextlib.redirect_stderr(io.StringIO()):
+        evaluator = DetectionEval(
+            nusc, config=config_factory(DETECTION_CONFIG), result_path=str(result_path), eval_set=eval_set,
+            output_dir=str(out_dir), verbose=False,
+        )
+    with contextlib.redirect_stderr(io.StringIO()):  # the devkit draws tqdm bars even when not verbose
+        metrics, _ = evaluator.evaluate()
     summary = metrics.serialize()
     (out_dir / "metrics_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     out = {"object/map": summary["mean_ap"], "object/nds": summary["nd_score"]}

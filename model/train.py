@@ -410,6 +410,8 @@ def train(phase, run_dir: Path, info: DistInfo, sink: RunSink, parts_builder=bui
         model.train()
         skip = skip_batches if epoch == start_epoch + 1 else 0
         sampler.set_epoch(epoch - 1, skip=skip * tc.batch_size)
+        if hasattr(parts.train_set, "set_epoch"):  # augmentation keyed on (seed, epoch, index): exact resume
+            parts.train_set.set_epoch(epoch - 1)
         generator.manual_seed(tc.seed * 100_003 + epoch)  # worker seeds: per epoch, never from the global RNG
         it = skip
         end = time.perf_counter()
