@@ -75,11 +75,13 @@ def rasterise(map_index: MapIndex, lidar2global: np.ndarray, lidar_aug: np.ndarr
     import cv2
     from shapely.geometry import Polygon
 
+    from model.data.geometry import affine_inv
+
     (x0, x1, rx), (y0, y1, ry) = parse_map_bound(map_bound)
     nx, ny = grid_shape(map_bound)
     out = np.zeros((len(classes), nx, ny), np.uint8)
     # The grid lives in the augmented frame; the patch is its footprint in the global frame (a rotated square).
-    aug_inv = np.linalg.inv(lidar_aug)
+    aug_inv = affine_inv(lidar_aug)
     grid_corners = np.array([[x0, y0, 0, 1], [x1, y0, 0, 1], [x1, y1, 0, 1], [x0, y1, 0, 1]], float)
     half = float(np.abs((grid_corners @ aug_inv.T)[:, :2]).max()) + 1.0
     yaw = float(np.arctan2(lidar2global[1, 0], lidar2global[0, 0]))

@@ -22,6 +22,47 @@ def quat_to_rot(q) -> np.ndarray:
     )
 
 
+def quats_to_rots(q) -> np.ndarray:
+    """[M, 4] quaternions → [M, 3, 3] rotation matrices."""
+    q = np.asarray(q, dtype=np.float64).reshape(-1, 4)
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+    ], 1)
+
+
+def rigid_inv(m: np.ndarray) -> np.ndarray:
+    """Inverse of [..., 4, 4] rotation + translation transforms (no LAPACK, see `affine_inv`)."""
+    rt = np.swapaxes(m[..., :3, :3], -1, -2)
+    out = np.zeros(m.shape)
+    out[..., :3, :3] = rt
+    out[..., :3, 3] = -(rt @ m[..., :3, 3:4])[..., 0]
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def affine_inv(m: np.ndarray) -> np.ndarray:
+    """Inverse of a 4×4 affine transform in closed form.
+
+    numpy's LAPACK inverse hands even a 4×4 to OpenBLAS threads, which on a busy machine costs milliseconds.
+    """
+    a = m[:3, :3]
+    c0, c1, c2 = a[:, 0], a[:, 1], a[:, 2]
+    adj = np.stack([np.cross(c1, c2), np.cross(c2, c0), np.cross(c0, c1)])
+    inv = adj / float(c0 @ adj[0])
+    out = np.eye(4)
+    out[:3, :3] = inv
+    out[:3, 3] = -inv @ m[:3, 3]
+    return out
+
+
+def det3(a: np.ndarray) -> float:
+    return float(a[:, 0] @ np.cross(a[:, 1], a[:, 2]))
+
+
 def yaw_to_quat(yaw: float) -> list[float]:
     return [float(np.cos(yaw / 2)), 0.0, 0.0, float(np.sin(yaw / 2))]
 

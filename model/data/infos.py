@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bevctl.errors import UsageError
-from model.data.geometry import transform, yaw_of
+from model.data.geometry import quats_to_rots, rigid_inv, transform
 from model.data.rig import CAMERAS
 
 TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
@@ -114,7 +114,7 @@ def _pose(nusc, sd) -> tuple[np.ndarray, np.ndarray]:
 def _sample_info(nusc, root: Path, sample, scene, location, sweeps: int, to_detection) -> dict:
     lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
     lidar2ego, ego2global = _pose(nusc, lidar_sd)
-    global2lidar = np.linalg.inv(ego2global @ lidar2ego)
+    global2lidar = rigid_inv(ego2global @ lidar2ego)
     info = {
         "token": sample["token"], "scene_token": scene["token"], "scene": scene["name"],
         "timestamp": sample["timestamp"], "location": location, "lidar_path": str(root / lidar_sd["filename"]),
@@ -133,21 +133,17 @@ def _sample_info(nusc, root: Path, sample, scene, location, sweeps: int, to_dete
         info["cams"][cam] = {"path": str(root / cam_sd["filename"]), "intrinsics": np.asarray(cs["camera_intrinsic"]),
                              "camera2ego": c2e, "camera2lidar": global2lidar @ e2g @ c2e}
     anns = [nusc.get("sample_annotation", t) for t in sample["anns"]]
-    boxes = np.zeros((len(anns), 7))
-    velocity = np.zeros((len(anns), 2))
-    names = []
-    for i, ann in enumerate(anns):
-        box2global = transform(ann["rotation"], ann["translation"])
-        box2lidar = global2lidar @ box2global
-        w, l, h = ann["size"]
-        boxes[i] = [*box2lidar[:3, 3], l, w, h, yaw_of(box2lidar[:3, :3])]
-        v = nusc.box_velocity(ann["token"])
-        v = np.nan_to_num(v, nan=0.0)
-        velocity[i] = (global2lidar[:3, :3] @ v)[:2]
-        names.append(to_detection(ann["category_name"]) or ann["category_name"])
-    info["gt_boxes"] = boxes
-    info["gt_names"] = np.array(names, dtype=object)
-    info["gt_velocity"] = velocity
+    # Vectorised over the sample's annotations: on v1.0-trainval this loop runs for about a million boxes.
+    g_r, g_t = global2lidar[:3, :3], global2lidar[:3, 3]
+    centres = np.array([a["translation"] for a in anns], dtype=np.float64).reshape(-1, 3) @ g_r.T + g_t
+    rots = g_r @ quats_to_rots([a["rotation"] for a in anns])
+    wlh = np.array([a["size"] for a in anns], dtype=np.float64).reshape(-1, 3)
+    yaw = np.arctan2(rots[:, 1, 0], rots[:, 0, 0])
+    info["gt_boxes"] = np.concatenate([centres, wlh[:, [1, 0, 2]], yaw[:, None]], 1).reshape(-1, 7)
+    vel = np.array([nusc.box_velocity(a["token"]) for a in anns], dtype=np.float64).reshape(-1, 3)
+    vel[~np.isfinite(vel)] = 0.0
+    info["gt_velocity"] = (vel @ g_r.T)[:, :2]
+    info["gt_names"] = np.array([to_detection(a["category_name"]) or a["category_name"] for a in anns], dtype=object)
     info["num_lidar_pts"] = np.array([a["num_lidar_pts"] for a in anns], dtype=np.int64)
     info["valid_flag"] = np.array([a["num_lidar_pts"] + a["num_radar_pts"] > 0 for a in anns], dtype=bool)
     return info

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from bevctl.errors import UsageError
 from model.data import bev_map, infos as infos_mod
+from model.data.geometry import rigid_inv
 from model.data.transforms import AugConfig, apply_to_boxes, apply_to_points, global_aug, image_aug, to_4x4
 
 OBJECT_CLASSES = ("car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle",
@@ -191,7 +192,7 @@ class NuScenesDataset(Dataset):
         for n, c in enumerate(cams):
             intr[n, :3, :3] = c["intrinsics"]
         camera2lidar = np.stack([c["camera2lidar"] for c in cams])
-        lidar2camera = np.linalg.inv(camera2lidar)
+        lidar2camera = rigid_inv(camera2lidar)
         f32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
         return {
             "img": torch.from_numpy(imgs),

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from model.data.geometry import apply, points_in_boxes, transform, yaw_to_quat
+from model.data.geometry import apply, points_in_boxes, rigid_inv, transform, yaw_to_quat
 from model.data.rig import CAMERA_CALIB, CAMERAS, IMAGE_HEIGHT, IMAGE_WIDTH, LIDAR
 from model.data.synth_map import MapBuilder, token
 from model.data.synth_world import CATEGORY_LOOK, SWEEP_PERIOD_S, SceneWorld, plan_scene
@@ -316,7 +316,7 @@ def _write_scene(root, w: SceneWorld, seed, tables, cat_tok, attr_tok, sensor_to
         for c in CAMERAS:
             pose_rec, ego2global = ego_pose_record(t, c, k)
             cam2global = ego2global @ cam2ego[c]
-            img = painter.render(cv2, np.linalg.inv(cam2global), np.array(CAMERA_CALIB[c]["intrinsic"]),
+            img = painter.render(cv2, rigid_inv(cam2global), np.array(CAMERA_CALIB[c]["intrinsic"]),
                                  cam2global[:3, 3], boxes, colours)
             fname = f"samples/{c}/{logfile}__{c}__{ts}.jpg"
             cv2.imwrite(str(root / fname), img, [cv2.IMWRITE_JPEG_QUALITY, 88])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.data.geometry import apply
+from model.data.geometry import apply, rigid_inv
 from model.data.rig import IMAGE_HEIGHT, IMAGE_WIDTH, LIDAR_BEAMS, LIDAR_ELEVATION_DEG
 
 MAX_RANGE = 75.0
@@ -85,7 +85,7 @@ def cast_lidar(lidar2global: np.ndarray, boxes: np.ndarray, intensity: np.ndarra
     pts_global = origin + dirs[keep] * t[:, None]
     inten = np.where(on_box, intensity[np.maximum(hit, 0)], 8.0) + rng.normal(0, 3, len(t))
     pts = np.empty((len(t), 5), np.float32)
-    pts[:, :3] = apply(np.linalg.inv(lidar2global), pts_global)
+    pts[:, :3] = apply(rigid_inv(lidar2global), pts_global)
     pts[:, 3] = np.clip(inten, 0, 255)
     pts[:, 4] = ring[keep]
     return pts, hit
@@ -214,7 +214,7 @@ class Painter:
         img = np.empty((IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
         img[:] = TERRAIN[::-1]
         # Sky above the horizon: pixels whose viewing ray points upwards (the ground's vanishing line).
-        line = np.linalg.inv(K).T @ (global2cam[:3, :3] @ np.array([0.0, 0.0, 1.0]))
+        line = np.array([[1 / K[0, 0], 0, 0], [0, 1 / K[1, 1], 0], [-K[0, 2] / K[0, 0], -K[1, 2] / K[1, 1], 1]]) @ (global2cam[:3, :3] @ np.array([0.0, 0.0, 1.0]))
         if abs(line[1]) > 1e-9:
             v0 = -(line[2]) / line[1]
             v1 = -(line[0] * IMAGE_WIDTH + line[2]) / line[1]

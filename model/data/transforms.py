@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.data.geometry import det3
+
 # The original's numbers are for 1600×900 → 704 wide: resize [0.38, 0.55] (test 0.48). They scale with the width.
 _REF_WIDTH = 704
 
@@ -98,7 +100,7 @@ def apply_to_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
 def apply_to_boxes(boxes: np.ndarray, velocity: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Boxes [M, 7] (x, y, z, l, w, h, yaw) and velocities [M, 2] under a rotate/scale/flip/translate matrix."""
     lin = m[:3, :3]
-    scale = float(np.cbrt(abs(np.linalg.det(lin))))
+    scale = float(np.cbrt(abs(det3(lin))))
     out = boxes.copy()
     out[:, :3] = boxes[:, :3] @ lin.T + m[:3, 3]
     out[:, 3:6] = boxes[:, 3:6] * scale
