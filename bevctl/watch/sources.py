@@ -183,23 +183,26 @@ class TextLogParser(Parser):
 
     def feed(self, lines: list[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        pending: list[tuple[int, float, re.Match, str]] = []
+        pending: list[tuple[int, str, str]] = []  # (place in out, the line as a JSON object, the line)
         mmcv_head = _MMCV_HEAD.match
         for line in lines:
+            # The hot path, nearly every line of a long log: an mmcv train line, found without a regex.
+            at = line.find(" - Epoch [", 23, 80)
+            if at > 0:
+                self._in_missing = False
+                if self.verification_only:
+                    continue
+                text = self._train_json(line, at)
+                if text is None:
+                    self.garbage += 1
+                else:
+                    pending.append((len(out), text, line))
+                    out.append(None)  # type: ignore[arg-type]  # filled in below, by one JSON decode
+                continue
             head = mmcv_head(line)
             if head is not None:
                 when = self._clock.at(head.group(1), head.group(2), head.group(3))
                 msg_at = head.end()
-                if line.startswith("Epoch [", msg_at):
-                    self._in_missing = False
-                    if not self.verification_only:
-                        step = _MMCV_TRAIN.match(line, msg_at)
-                        if step is None:
-                            self.garbage += 1
-                        else:
-                            pending.append((len(out), when, step, line))
-                            out.append(None)  # type: ignore[arg-type]  # filled in below, in one JSON decode
-                    continue
             else:
                 head = _MMENGINE_HEAD.match(line)
                 if head is not None:
@@ -214,35 +217,56 @@ class TextLogParser(Parser):
         if pending:
             self._fill_train(out, pending)
             out = [r for r in out if r is not None]
-            line = pending[-1][3]
             last = next((r for r in reversed(out) if r.get("kind") == "train"), None)
             if last is not None:  # only the newest eta is ever shown
-                last["eta"] = eta_of(line)
+                last["eta"] = eta_of(pending[-1][2])
         self.lines += len(lines)
         return out
 
-    def _fill_train(self, out: list[Any], pending: list[tuple[int, float, re.Match, str]]) -> None:
-        """mmcv's `k: v, k: v` items rewritten as JSON objects and decoded in one call: several times faster than
-        a regex per line, and the numbers come out as floats. Lines that do not fit fall back to the regex."""
-        bodies = [_as_json_object(line[step.end():]) for _, _, step, line in pending]
+    def _train_json(self, line: str, at: int) -> str | None:
+        """`<ts> - mmdet3d - INFO - Epoch [e][i/N]\\tlr: ..., loss: x` as the text of a JSON object with our field
+        names; the step and the timestamp go in as JSON too so that one decode builds the whole record."""
+        epoch, sep1, rest = line[at + 10:].partition("][")
+        it, sep2, rest = rest.partition("/")
+        total, sep3, body = rest.partition("]")
+        if not (sep1 and sep2 and sep3 and epoch.isdigit() and it.isdigit() and total.isdigit()):
+            return None
+        when = self._clock.at(line[:16], line[17:19], line[20:23]) if line[19:20] == "," else None
+        items = _as_json_object(body.strip())
+        # mmcv's `time` is seconds per iteration; ours is the wall clock of the line
+        items = items.replace('"time": ', '"step_time": ', 1)
+        head = '{"kind": "train", "time": %s, "epoch": %s, "iter": %s, "iters_per_epoch": %s' % (
+            "null" if when is None else repr(when), epoch, it, total)
+        return head + (", " + items[1:] if len(items) > 2 else "}")
+
+    def _fill_train(self, out: list[Any], pending: list[tuple[int, str, str]]) -> None:
+        """Decode the pending train lines in one call: several times faster than a regex per line, and the numbers
+        come out as floats. Lines that do not fit (odd values) fall back to the regex, one by one."""
         try:
-            decoded = json.loads("[" + ",".join(bodies) + "]")
+            decoded = json.loads("[" + ",".join(text for _, text, _ in pending) + "]")
         except ValueError:
             decoded = []
-            for body, (_, _, step, line) in zip(bodies, pending):
+            for _, text, line in pending:
                 try:
-                    decoded.append(json.loads(body))
+                    decoded.append(json.loads(text))
                 except ValueError:
-                    decoded.append(dict(_KV.findall(line, step.end())))
-        for fields, (index, when, step, _) in zip(decoded, pending):
-            fields["step_time"] = fields.pop("time", None)
-            fields.pop("eta", None)
-            fields["kind"] = "train"
-            fields["time"] = when
-            fields["epoch"] = int(step.group(1))
-            fields["iter"] = int(step.group(2))
-            fields["iters_per_epoch"] = int(step.group(3))
-            out[index] = fields
+                    decoded.append(self._slow_train(line))
+        for record, (index, _, _) in zip(decoded, pending):
+            record.pop("eta", None)
+            out[index] = record
+
+    def _slow_train(self, line: str) -> dict[str, Any]:
+        at = line.find("Epoch [")
+        step = _MMCV_TRAIN.match(line, at)
+        record: dict[str, Any] = dict(_KV.findall(line, step.end())) if step else {}
+        record["step_time"] = record.pop("time", None)
+        record.pop("eta", None)
+        record["kind"] = "train"
+        record["time"] = self._clock.at(line[:16], line[17:19], line[20:23]) if line[19:20] == "," else None
+        if step:
+            record["epoch"], record["iter"] = int(step.group(1)), int(step.group(2))
+            record["iters_per_epoch"] = int(step.group(3))
+        return record
 
     def _message(self, message: str, when: float | None, continuation: bool) -> dict[str, Any] | None:
         if not continuation and message.startswith("Epoch(val)"):
