@@ -338,3 +338,15 @@ def test_mmcv_lines_that_are_not_json_friendly_fall_back(tmp_path):
     assert records[0]["loss"] == 3.0 and records[0]["grad_norm"] == float("inf")
     assert records[1]["loss"] == "2.5x00" and records[1]["step_time"] == "1.000"  # the regex kept what it could
     assert records[1]["eta"] == "0:09:00"
+
+
+def test_several_runs_at_once(tmp_path):
+    good = write_run(tmp_path / "good", epochs=1)
+    bad = write_run(tmp_path / "bad", epochs=1, nan_at=3)
+    result = run_cli("watch", str(good), str(bad), "--json")
+    assert result.returncode == 1  # one failing check anywhere fails the snapshot
+    data = json.loads(result.stdout)
+    assert [r["run"]["name"] for r in data["runs"]] == ["good", "bad"]
+    assert [r["ok"] for r in data["runs"]] == [True, False]
+    screen = run_cli("watch", str(good), str(bad), "--once").stdout
+    assert screen.index("good") < screen.index("bad")

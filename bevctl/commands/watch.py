@@ -5,7 +5,7 @@ import typer
 
 def watch(
     runs: Optional[List[str]] = typer.Argument(
-        None, metavar="[RUN|PATH]...", help="Run names, run folders or log files (default: the newest run)."
+        None, metavar="RUN|PATH", help="Run names, run folders or log files (default: the newest run)."
     ),
     metric: List[str] = typer.Option(
         [], "--metric", "-m", help="Metric name, prefix (loss/map/divider) or glob (repeatable)."
