@@ -146,3 +146,13 @@ def test_waker_file_events_and_polling(tmp_path):
     polling = Waker([tmp_path], poll=True, poll_s=0.05)
     assert polling.mode == "poll" and polling.reason == "--poll"
     assert filesystem_type(Path("/proc")) == "proc"
+
+
+def test_network_filesystems_are_polled(tmp_path, monkeypatch):
+    from bevctl.watch import follow
+
+    monkeypatch.setattr(follow, "filesystem_type", lambda path: "nfs4")
+    waker = Waker([tmp_path])
+    assert waker.mode == "poll" and "nfs4" in waker.reason
+    start = time.monotonic()
+    assert waker.wait(5.0) is False and time.monotonic() - start < 1.0  # wakes every poll interval to stat
