@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -136,7 +137,8 @@ def _cli(cli: Optional[docker.DockerClient]) -> docker.DockerClient:
 
 
 def gpu_runtime_available(cli: Optional[docker.DockerClient] = None) -> bool:
-    """Whether the daemon can hand GPUs to containers (nvidia runtime registered, or CDI specs configured)."""
+    """A hint (for doctor): an nvidia runtime is registered or CDI is configured. Not proof either way: --gpus also
+    works through nvidia-container-runtime-hook alone."""
     info = _cli(cli).info()
     return "nvidia" in (info.get("Runtimes") or {}) or bool(info.get("CDISpecDirs"))
 
@@ -345,7 +347,8 @@ def build_image(
                 if "aux" in chunk and isinstance(chunk["aux"], dict) and chunk["aux"].get("ID"):
                     image_id = chunk["aux"]["ID"]
                 if "stream" in chunk:
-                    pending += chunk["stream"]
+                    # The classic builder colours RUN steps' stderr; the log and the failure report want plain text.
+                    pending += _ANSI.sub("", chunk["stream"])
                     *lines, pending = pending.split("\n")
                     for line in lines:
                         log.write(line + "\n")
@@ -354,7 +357,7 @@ def build_image(
                             step, total, step_text = parsed
                             step_lines = []
                             emit(BuildEvent("step", step=step, total=total, text=step_text))
-                        elif line.strip():
+                        elif line.strip() and not line.startswith((" ---> ", "Removing intermediate container")):
                             step_lines.append(line)
                             emit(BuildEvent("output", step=step, total=total, text=line))
                         if line.startswith("Successfully built ") and not image_id:
@@ -381,6 +384,9 @@ def build_image(
     seconds = time.monotonic() - started
     emit(BuildEvent("done", step=step, total=total, text=image_id))
     return BuildResult(tag=tag, image_id=image_id, log_path=log_path, steps=total, seconds=seconds, labels=labels)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def _parse_step(line: str) -> Optional[tuple[int, int, str]]:
@@ -653,8 +659,8 @@ def run_detached(spec: dict, cli: Optional[docker.DockerClient] = None) -> str:
     cli = _cli(cli)
     for folder in getattr(spec, "mkdirs", []):
         os.makedirs(folder, exist_ok=True)
-    if spec.get("device_requests") and not gpu_runtime_available(cli):
-        raise EnvironmentUnusable("GPUs were asked for but Docker has no NVIDIA runtime", fix=NVIDIA_FIX)
+    # No pre-check of `docker info` runtimes: dockerd serves --gpus through nvidia-container-runtime-hook without a
+    # registered "nvidia" runtime, so only the daemon's own refusal is trustworthy (mapped in _api_error).
     kwargs = {k: v for k, v in spec.items() if k not in ("image", "command", "detach", "stop_timeout")}
     kwargs["version"] = cli.api._version
     from docker.models.containers import _create_container_args

@@ -102,7 +102,7 @@ class _Progress:
             self.progress.start()
             self.steps = self.progress.add_task("", total=None, label="step")
             self.layers = None
-            self.output = self.progress.add_task("", total=None, label="  ", visible=False)
+            self.step_text = ""
         return self
 
     def __exit__(self, *exc):
@@ -117,10 +117,12 @@ class _Progress:
             return
         width = max(20, self.console.width - 60)
         if event.kind == "step":
-            self.progress.update(self.steps, completed=event.step - 1, total=event.total, description=event.text[:width])
-            self.progress.update(self.output, description="", visible=False)
+            self.step_text = " ".join(event.text.split())[: width // 2]
+            self.progress.update(self.steps, completed=event.step - 1, total=event.total, description=self.step_text)
         elif event.kind == "output":
-            self.progress.update(self.output, description=event.text.strip()[:width], visible=True)
+            # The step's latest output line, after the instruction, so a long RUN visibly makes progress.
+            latest = " ".join(event.text.split())[: max(10, width - len(self.step_text) - 3)]
+            self.progress.update(self.steps, description=f"{self.step_text} | {latest}")
         elif event.kind == "pull":
             if self.layers is None:
                 self.layers = self.progress.add_task("", total=event.layers_total, label="layers")
