@@ -301,3 +301,17 @@ def test_info_files_work_without_the_tables(eval_ds, tmp_path):
     ds = NuScenesDataset(root, "v1.0-trainval", "train", sweeps=1, train=False, image_size=IMAGE, info_pkl="infos.pkl")
     assert len(ds) == len(eval_ds)
     assert torch.allclose(ds[0]["gt_boxes"], eval_ds[0]["gt_boxes"])
+
+
+def test_loader_with_workers_gives_the_same_eval_batches(eval_ds):
+    import pickle as _pickle
+
+    from model.data.loader import build_loader
+
+    eval_ds[0]  # opens a map index in this process; workers must not need it
+    assert _pickle.loads(_pickle.dumps(eval_ds))._maps == {}
+    single = next(iter(build_loader(eval_ds, batch_size=2, workers=0, shuffle=False)))
+    multi = next(iter(build_loader(eval_ds, batch_size=2, workers=2, shuffle=False, persistent_workers=False)))
+    for key in ("img", "gt_masks_bev", "lidar2image"):
+        assert torch.equal(single[key], multi[key]), key
+    assert all(torch.equal(a, b) for a, b in zip(single["points"], multi["points"]))

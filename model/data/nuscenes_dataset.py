@@ -81,6 +81,7 @@ class NuScenesDataset(Dataset):
                                      fix="download nuScenes-map-expansion-v1.3 into maps/expansion, or drop the map head")
         self._maps: dict = {}
         self._calls = 0
+        self._cv2_quiet = False
 
     @classmethod
     def from_config(cls, cfg, data, split: str, train: bool, **kw) -> "NuScenesDataset":
@@ -126,6 +127,10 @@ class NuScenesDataset(Dataset):
     def _images(self, info: dict, rng) -> tuple[np.ndarray, np.ndarray]:
         import cv2
 
+        if not self._cv2_quiet and torch.utils.data.get_worker_info() is not None:
+            # Several loader workers on few cores: OpenCV's own thread pool per worker only adds contention.
+            cv2.setNumThreads(1)
+            self._cv2_quiet = True
         fH, fW = self.image_size
         imgs = np.empty((len(info["cams"]), 3, fH, fW), np.float32)
         augs = np.empty((len(info["cams"]), 4, 4), np.float32)
@@ -145,6 +150,10 @@ class NuScenesDataset(Dataset):
             imgs[n] = out.transpose(2, 0, 1)
             augs[n] = to_4x4(aff)
         return imgs, augs
+
+    def __getstate__(self):
+        # Map indexes are rebuilt in each worker (spawned workers would otherwise pickle shapely trees).
+        return {**self.__dict__, "_maps": {}}
 
     def _map_api(self, location: str):
         if location not in self._maps:
