@@ -156,3 +156,16 @@ def test_network_filesystems_are_polled(tmp_path, monkeypatch):
     assert waker.mode == "poll" and "nfs4" in waker.reason
     start = time.monotonic()
     assert waker.wait(5.0) is False and time.monotonic() - start < 1.0  # wakes every poll interval to stat
+
+
+def test_a_backlog_is_read_in_slices(tmp_path):
+    path = tmp_path / "x.log"
+    want = [f"line {i} " + "x" * (i % 37) for i in range(200)]
+    path.write_text("\n".join(want) + "\n")
+    tail = FileTail(path, TextLogParser())
+    got: list[str] = []
+    while True:
+        got += tail.read_lines(limit=64)  # slices end mid-line; the rest waits for the next slice
+        if tail.eof:
+            break
+    assert got == want

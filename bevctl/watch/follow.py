@@ -24,7 +24,7 @@ NETWORK_FS = frozenset(
     {"nfs", "nfs4", "cifs", "smbfs", "smb3", "fuse.sshfs", "sshfs", "9p", "afs", "ceph", "fuse.ceph", "glusterfs",
      "fuse.glusterfs", "lustre", "gpfs", "beegfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone", "virtiofs"}
 )
-READ_CHUNK = 64 << 20
+READ_CHUNK = 16 << 20  # bytes handed to a parser at once
 
 
 class FileTail:
@@ -37,6 +37,7 @@ class FileTail:
         self._file: Any = None
         self._inode: int | None = None
         self._partial = b""
+        self.eof = True
 
     def _open(self) -> bool:
         try:
@@ -49,11 +50,14 @@ class FileTail:
         self._partial = b""
         return True
 
-    def read_lines(self) -> list[str]:
-        """Complete lines added since the last call (all of them on the first call)."""
+    def read_lines(self, limit: int = READ_CHUNK) -> list[str]:
+        """Complete lines added since the last call, at most about `limit` bytes of them (`eof` tells whether more
+        is waiting): a long backlog goes to the parser in slices, so memory stays bounded."""
         if self._file is None and not self._open():
             return []
-        lines = self._drain()
+        lines = self._drain(limit)
+        if not self.eof:
+            return lines
         try:
             st = os.stat(self.path)
         except OSError:
@@ -62,26 +66,22 @@ class FileTail:
             self.rotations += 1
             self._file.close()
             if self._open():
-                lines += self._drain()
+                lines += self._drain(limit)
         elif st.st_size < self.offset:
             self.truncations += 1
             self._file.seek(0)
             self.offset = 0
             self._partial = b""
-            lines += self._drain()
+            lines += self._drain(limit)
         return lines
 
-    def _drain(self) -> list[str]:
-        chunks = []
-        while True:
-            data = self._file.read(READ_CHUNK)
-            if not data:
-                break
-            chunks.append(data)
-            self.offset += len(data)
-        if not chunks:
+    def _drain(self, limit: int) -> list[str]:
+        data = self._file.read(limit)
+        self.eof = len(data) < limit
+        if not data:
             return []
-        data = self._partial + b"".join(chunks)
+        self.offset += len(data)
+        data = self._partial + data
         cut = data.rfind(b"\n") + 1
         self._partial = data[cut:]
         if not cut:
@@ -124,12 +124,15 @@ class Follower:
             self.rescan()
         count = 0
         for tail in list(self.tails.values()):
-            lines = tail.read_lines()
-            if lines:
-                records = tail.parser.feed(lines)
-                if records:
-                    count += len(records)
-                    self.on_records(records)
+            while True:
+                lines = tail.read_lines()
+                if lines:
+                    records = tail.parser.feed(lines)
+                    if records:
+                        count += len(records)
+                        self.on_records(records)
+                if tail.eof:
+                    break
         return count
 
     def stats(self) -> dict[str, Any]:
