@@ -182,7 +182,8 @@ def test_ensure_dataset_is_a_no_op_when_present():
 
     root = small_dataset()
     before = (root / "v1.0-mini" / "sample.json").stat().st_mtime_ns
-    assert ensure_dataset(root, scenes=5, samples_per_scene=9) == root
+    with pytest.warns(UserWarning, match="already holds a synthetic dataset"):
+        assert ensure_dataset(root, scenes=5, samples_per_scene=9) == root
     assert (root / "v1.0-mini" / "sample.json").stat().st_mtime_ns == before
 
 

@@ -97,6 +97,7 @@ def ensure_dataset(root, scenes: int = 10, samples_per_scene: int = 4, seed: int
         raise UsageError(f"synthetic data is generated as {VERSION}, but data.version is {version}",
                          fix=f"set data.version: {VERSION} (and the splits mini_train / mini_val)")
     if dataset_exists(root):
+        _warn_if_different(root, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed, sweeps=sweeps)
         return root
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise UsageError(f"data root {root} is not empty and holds no nuScenes dataset",
@@ -106,6 +107,19 @@ def ensure_dataset(root, scenes: int = 10, samples_per_scene: int = 4, seed: int
     except ValueError as exc:
         raise UsageError(f"cannot generate synthetic data: {exc}", fix="check data.synth in the phase") from None
     return root
+
+
+def _warn_if_different(root: Path, **wanted) -> None:
+    try:
+        have = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a real or foreign dataset: nothing to compare
+    differs = {k: have.get(k) for k, v in wanted.items() if k in have and have[k] != v}
+    if differs:
+        import warnings
+
+        warnings.warn(f"{root} already holds a synthetic dataset with {differs}; it is used as it is "
+                      f"(delete the folder to regenerate with {wanted})", stacklevel=3)
 
 
 def generate(root, scenes: int = 10, samples_per_scene: int = 4, seed: int = 0, sweeps: int = 2,
