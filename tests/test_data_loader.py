@@ -315,3 +315,17 @@ def test_loader_with_workers_gives_the_same_eval_batches(eval_ds):
     for key in ("img", "gt_masks_bev", "lidar2image"):
         assert torch.equal(single[key], multi[key]), key
     assert all(torch.equal(a, b) for a, b in zip(single["points"], multi["points"]))
+
+
+def test_a_corrupt_table_is_one_line_not_a_devkit_traceback(tmp_path):
+    import shutil
+
+    from model.data.nuscenes_dataset import NuScenesDataset
+
+    root = tmp_path / "nuscenes"
+    shutil.copytree(small_dataset() / "v1.0-mini", root / "v1.0-mini")
+    (root / "v1.0-mini" / "sample.json").write_text("[{")
+    with pytest.raises(UsageError) as err:
+        NuScenesDataset(root, "v1.0-mini", "mini_train")
+    line = err.value.one_line()
+    assert "nuscenes-devkit cannot read" in line and "\n" not in line
