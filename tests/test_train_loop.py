@@ -298,6 +298,26 @@ def test_load_from_reports_task_gca_missing_and_trains(tmp_path):
         assert runs.read_manifest(bad)["status"] == "failed"
 
 
+def test_pretrained_module_file_and_skip_when_load_from_covers_it(tmp_path):
+    backbone = nn.Linear(8, 16)
+    torch.save({"state_dict": backbone.state_dict()}, tmp_path / "swint.pth")
+    run = tmp_path / "pre"
+    code, _, err = finish(trainer(run, f"pretrained={{encoders.camera.backbone: {tmp_path}/swint.pth}}", "train.epochs=1"))
+    assert code == 0, err
+    loaded = events(run, "checkpoint_loaded")[0]
+    assert loaded["how"] == "pretrained:encoders.camera.backbone" and loaded["matched"] == 2 and loaded["ok"]
+
+    # The seed's fix 2: with load_from covering the backbone, a missing pretrained file does not matter.
+    covered = tmp_path / "covered"
+    code, _, err = finish(trainer(covered, f"load_from={run}/epoch_1.pth",
+                                  "pretrained={encoders.camera.backbone: pretrained/swint-nuimages-pretrained.pth}",
+                                  "train.epochs=1"))
+    assert code == 0, err
+    assert [e["how"] for e in events(covered, "checkpoint_loaded")] == ["load_from"]
+    log = next(covered.glob("*.log")).read_text()
+    assert "pretrained encoders.camera.backbone: skipped pretrained/swint-nuimages-pretrained.pth" in log
+
+
 def _wait_for(predicate, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
