@@ -3,4 +3,47 @@
 # print what it did. Failing to set up an optional part makes the dependent tests skip with the reason.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-echo "setup_extras: nothing extra to install yet"
+# --- mmdet reference stack (tests/test_equivalence_mmdet.py, marker mmdet) ---------------------------------------
+# mmcv 2.1.0 has no wheel for this torch: build it once from source with its CPU ops (~8+ min on 2 cores) and cache
+# the wheel; mmdet/mmdet3d go in with --no-deps (their full requirements pull open3d, the lyft SDK, ...), plus the
+# few small packages their model code imports. On failure the mmdet tests skip and print why.
+setup_mmdet() {
+  local py=.venv/bin/python pip=".venv/bin/pip" cache="${BEVCTL_WHEEL_CACHE:-$HOME/.cache/bevctl/wheels}"
+  local log="${TMPDIR:-/tmp}/bevctl-mmcv-build.log"
+  mkdir -p "$cache"
+  if $py -c "import mmcv, mmdet, mmdet3d, mmcv.ops" 2>/dev/null; then
+    echo "setup_extras: mmcv/mmdet/mmdet3d already installed ($($py -c 'import mmcv,mmdet,mmdet3d;print(mmcv.__version__,mmdet.__version__,mmdet3d.__version__)'))"
+    return 0
+  fi
+  local wheel
+  wheel=$(ls "$cache"/mmcv-2.1.0-*.whl 2>/dev/null | head -1)
+  if [ -z "$wheel" ]; then
+    echo "setup_extras: building mmcv 2.1.0 with CPU ops into $cache (log: $log; takes 8+ minutes)"
+    local bvenv="${TMPDIR:-/tmp}/bevctl-mmcv-build-venv"
+    # a scratch venv: the build needs setuptools<70, which the project venv must not be downgraded to
+    { python3 -m venv "$bvenv" \
+      && "$bvenv/bin/pip" install -q "torch==2.13.0" "numpy<2" "opencv-python-headless<4.12" six wheel ninja \
+           packaging addict yapf mmengine \
+      && "$bvenv/bin/pip" install -q --no-deps "setuptools<70" \
+      && (cd "${TMPDIR:-/tmp}" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=2 "$bvenv/bin/pip" wheel --no-build-isolation \
+           --no-deps -w "$cache" "mmcv==2.1.0"); } >"$log" 2>&1
+    wheel=$(ls "$cache"/mmcv-2.1.0-*.whl 2>/dev/null | head -1)
+    if [ -z "$wheel" ]; then
+      echo "setup_extras: mmcv build FAILED (tail of $log below); mmdet equivalence tests will skip"
+      tail -5 "$log"
+      return 1
+    fi
+    echo "setup_extras: built $wheel"
+  else
+    echo "setup_extras: reusing cached $wheel"
+  fi
+  if $pip install -q --no-deps "$wheel" "mmengine==0.10.7" "mmdet==3.3.0" "mmdet3d==1.4.0" \
+     && $pip install -q "addict" "yapf" "six" "terminaltables" "numba" "plyfile" "trimesh" "scikit-image" "termcolor" \
+        "pycocotools" "shapely" "opencv-python-headless<4.12" "numpy<2"; then
+    echo "setup_extras: installed mmcv 2.1.0 (cached wheel), mmengine 0.10.7, mmdet 3.3.0, mmdet3d 1.4.0 (--no-deps)"
+  else
+    echo "setup_extras: installing mmdet/mmdet3d FAILED; mmdet equivalence tests will skip"
+    return 1
+  fi
+}
+setup_mmdet || true
