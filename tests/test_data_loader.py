@@ -143,6 +143,15 @@ def test_bev_masks_follow_the_ego_and_the_augmentation(eval_ds):
     i, j = (int((ego[0] + 50) / 0.5), int((ego[1] + 50) / 0.5))
     assert aug["gt_masks_bev"][0, i - 1:i + 2, j - 1:j + 2].all()
     assert abs(float(aug["gt_masks_bev"][0].mean()) - float(masks[0].mean())) < 0.35
+    # Moving vehicles drive in lanes: their centres land on drivable cells, with and without augmentation.
+    for it in (item, aug, make(train=True, seed=7)[2]):
+        boxes, labels = it["gt_boxes"].numpy(), it["gt_labels"].numpy()
+        moving = boxes[(labels <= 4) & (np.linalg.norm(boxes[:, 7:9], axis=1) > 0.5)]
+        i = ((moving[:, 0] + 50) / 0.5).astype(int)
+        j = ((moving[:, 1] + 50) / 0.5).astype(int)
+        inside = (i >= 0) & (i < 200) & (j >= 0) & (j < 200)
+        assert inside.sum() >= 3
+        assert it["gt_masks_bev"][0].numpy()[i[inside], j[inside]].mean() > 0.9
 
 
 def test_boxes_are_filtered_to_classes_and_range():
