@@ -136,10 +136,13 @@ def _as_json_object(body: str) -> str:
         end = body.find(", ", body.find(":", start + 5) + 1)
         body = body[:start] + body[end + 2:] if end > 0 else body[:start].rstrip(", ")
     body = body.rstrip()
-    text = '{"' + body.replace(": ", '": ').replace(", ", ', "') + "}"
-    if "nan" in text or "inf" in text:
-        text = text.replace(": nan", ": NaN").replace(": -inf", ": -Infinity").replace(": inf", ": Infinity")
-    return text
+    return '{"' + body.replace(": ", '": ').replace(", ", ', "') + "}"
+
+
+def _non_finite_as_json(text: str) -> str:
+    """Python prints `nan`/`inf`; JSON (as Python reads it) wants `NaN`/`Infinity`. Only for lines that failed to
+    decode, so the common case does not pay for two more scans."""
+    return text.replace(": nan", ": NaN").replace(": -inf", ": -Infinity").replace(": inf", ": Infinity")
 
 
 def eta_of(line: str) -> str | None:
@@ -242,13 +245,21 @@ class TextLogParser(Parser):
     def _fill_train(self, out: list[Any], pending: list[tuple[int, str, str]]) -> None:
         """Decode the pending train lines in one call: several times faster than a regex per line, and the numbers
         come out as floats. Lines that do not fit (odd values) fall back to the regex, one by one."""
+        batch = "[" + ",".join(text for _, text, _ in pending) + "]"
         try:
-            decoded = json.loads("[" + ",".join(text for _, text, _ in pending) + "]")
+            decoded = json.loads(batch)
         except ValueError:
+            decoded = None
+        if decoded is None:  # fp16 runs log `grad_norm: nan` now and then: one more pass over the batch
+            try:
+                decoded = json.loads(_non_finite_as_json(batch))
+            except ValueError:
+                decoded = None
+        if decoded is None:
             decoded = []
             for _, text, line in pending:
                 try:
-                    decoded.append(json.loads(text))
+                    decoded.append(json.loads(_non_finite_as_json(text)))
                 except ValueError:
                     decoded.append(self._slow_train(line))
         for record, (index, _, _) in zip(decoded, pending):
