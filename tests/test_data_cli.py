@@ -63,3 +63,32 @@ def test_loader_bad_root_message_names_the_fix(tmp_path):
         NuScenesDataset(tmp_path / "nowhere", "v1.0-mini", "mini_train")
     assert err.value.code == 2
     assert f"bevctl data synth --out {tmp_path / 'nowhere'}" in err.value.one_line()
+
+
+def test_synth_out_is_a_file(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    result = run_cli("data", "synth", "--out", str(target), "--scenes", "2")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "is a file" in result.stderr
+
+
+def test_training_on_a_missing_root_stops_with_the_loaders_line(tmp_path):
+    """The loader's message reaches the user of the trainer's command line as one line, no traceback."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    pytest.importorskip("model.train")
+    missing = tmp_path / "nowhere"
+    result = subprocess.run(
+        [sys.executable, "-m", "model.train", "--phase", "demo", "--set", f"data.root={missing}",
+         "--set", "data.synthetic=false", "--run-dir", str(tmp_path / "run")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert lines == [f"error: data root {missing} does not exist (fix: run `bevctl data synth --out {missing}` for a "
+                     "synthetic dataset, or set data.root to your nuScenes folder)"]
