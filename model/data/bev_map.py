@@ -54,7 +54,10 @@ class MapIndex:
                     geoms.append(api.extract_polygon(record["polygon_token"]))
                 else:
                     geoms.append(api.extract_line(record["line_token"]))
-            geoms = [g for g in geoms if not g.is_empty and (g.geom_type != "Polygon" or g.is_valid)]
+            # A few polygons of the real maps self-intersect; repair rather than drop them (drivable area above all).
+            from shapely.validation import make_valid
+
+            geoms = [g if g.is_valid else make_valid(g) for g in geoms if not g.is_empty]
             self._layers[layer] = (geoms, STRtree(geoms) if geoms else None)
         return self._layers[layer]
 
@@ -99,9 +102,7 @@ def rasterise(map_index: MapIndex, lidar2global: np.ndarray, lidar_aug: np.ndarr
         canvas = out[k]
         for layer in LAYERS_OF.get(name, (name,)):
             for geom in map_index.query(layer, patch):
-                for part in getattr(geom, "geoms", [geom]):
-                    if part.is_empty:
-                        continue
+                for part in _parts(geom):
                     if part.geom_type == "Polygon":
                         cv2.fillPoly(canvas, [_px(np.asarray(part.exterior.coords), a, t)], 1, cv2.LINE_8, _SHIFT)
                         holes = [_px(np.asarray(r.coords), a, t) for r in part.interiors]
@@ -110,6 +111,21 @@ def rasterise(map_index: MapIndex, lidar2global: np.ndarray, lidar_aug: np.ndarr
                     elif part.geom_type == "LineString":
                         cv2.polylines(canvas, [_px(np.asarray(part.coords), a, t)], False, 1, 2, cv2.LINE_8, _SHIFT)
     return out
+
+
+def _parts(geom):
+    """Polygons and line strings of a (possibly nested multi-part) shapely geometry."""
+    if geom.is_empty:
+        return
+    if hasattr(geom, "geoms"):
+        for g in geom.geoms:
+            yield from _parts(g)
+    elif geom.geom_type in ("Polygon", "LineString"):
+        yield geom
+    elif geom.geom_type == "LinearRing":
+        from shapely.geometry import LineString
+
+        yield LineString(geom.coords)
 
 
 def _px(xy: np.ndarray, a, t) -> np.ndarray:
