@@ -230,18 +230,41 @@ def _as_mmdet3d(info):
     return out
 
 
+def _root_with_links(tmp_path, tables=True):
+    """A data root of our own (links to the shared synthetic sensor data) where info files may be written."""
+    import os
+
+    root = tmp_path / "nuscenes"
+    root.mkdir()
+    for sub in ("samples", "sweeps", "maps") + (("v1.0-mini",) if tables else ()):
+        os.symlink(small_dataset() / sub, root / sub)
+    return root
+
+
 def test_mmdet3d_info_files_give_the_same_samples(eval_ds, tmp_path):
-    root = small_dataset()
-    pkl = tmp_path / "nuscenes_infos_val.pkl"
-    with open(pkl, "wb") as fh:
-        pickle.dump({"infos": [_as_mmdet3d(i) for i in eval_ds.infos], "metadata": {"version": "v1.0-mini"}}, fh)
-    from_pkl = make(info_pkl=str(pkl))
+    root = _root_with_links(tmp_path)
+    infos = [_as_mmdet3d(i) for i in eval_ds.infos]
+    with open(root / "nuscenes_infos_val.pkl", "wb") as fh:
+        pickle.dump({"infos": infos, "metadata": {"version": "v1.0-mini"}}, fh)
+    from model.data.nuscenes_dataset import NuScenesDataset
+
+    from_pkl = NuScenesDataset(root, "v1.0-mini", "mini_train", sweeps=1, train=False, image_size=IMAGE,
+                               info_pkl="nuscenes_infos_val.pkl")
     assert len(from_pkl) == len(eval_ds)
     a, b = eval_ds[2], from_pkl[2]
     for key in ("img", "points", "gt_boxes", "gt_labels", "gt_masks_bev", "lidar2image"):
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-4), key
     assert a["metas"]["token"] == b["metas"]["token"]
-    assert str(root) in from_pkl.infos[0]["lidar_path"]
+    # Paths recorded at conversion time (./data/nuscenes/samples/...) are re-anchored at the data root.
+    assert from_pkl.infos[0]["lidar_path"].startswith(str(root / "samples"))
+
+
+def test_info_files_outside_the_data_root_are_not_opened(tmp_path):
+    outside = tmp_path / "elsewhere.pkl"
+    outside.write_bytes(pickle.dumps({"infos": []}))
+    with pytest.raises(UsageError) as err:
+        make(info_pkl=str(outside))
+    assert "outside the data root" in err.value.one_line()
 
 
 def test_info_files_with_code_are_refused(tmp_path):
@@ -251,10 +274,12 @@ def test_info_files_with_code_are_refused(tmp_path):
 
             return (os.system, ("echo owned",))
 
-    pkl = tmp_path / "evil.pkl"
-    pkl.write_bytes(pickle.dumps({"infos": [Evil()]}))
+    root = _root_with_links(tmp_path)
+    (root / "evil.pkl").write_bytes(pickle.dumps({"infos": [Evil()]}))
+    from model.data.nuscenes_dataset import NuScenesDataset
+
     with pytest.raises(UsageError, match="not a readable nuScenes info file"):
-        make(info_pkl=str(pkl))
+        NuScenesDataset(root, "v1.0-mini", "mini_train", info_pkl="evil.pkl")
 
 
 def test_package_entry_points_stay_functions(eval_ds):
@@ -293,16 +318,9 @@ def test_bev_masks_agree_with_the_devkit_rasteriser(eval_ds):
 
 
 def test_info_files_work_without_the_tables(eval_ds, tmp_path):
-    """Users with info files and sensor data only (no v1.0-* tables) can train the object head."""
-    import os
-
-    root = tmp_path / "nuscenes"
-    root.mkdir()
-    for sub in ("samples", "sweeps", "maps"):
-        os.symlink(small_dataset() / sub, root / sub)
+    """Users with info files and sensor data only (no v1.0-* tables) can still train."""
+    root = _root_with_links(tmp_path, tables=False)
     infos = [_as_mmdet3d(i) for i in eval_ds.infos]
-    for info in infos:
-        info["lidar_path"] = info["lidar_path"].replace(str(small_dataset()), str(root))
     with open(root / "infos.pkl", "wb") as fh:
         pickle.dump({"infos": infos}, fh)
     from model.data.nuscenes_dataset import NuScenesDataset
@@ -310,20 +328,6 @@ def test_info_files_work_without_the_tables(eval_ds, tmp_path):
     ds = NuScenesDataset(root, "v1.0-trainval", "train", sweeps=1, train=False, image_size=IMAGE, info_pkl="infos.pkl")
     assert len(ds) == len(eval_ds)
     assert torch.allclose(ds[0]["gt_boxes"], eval_ds[0]["gt_boxes"])
-
-
-def test_loader_with_workers_gives_the_same_eval_batches(eval_ds):
-    import pickle as _pickle
-
-    from model.data.loader import build_loader
-
-    eval_ds[0]  # opens a map index in this process; workers must not need it
-    assert _pickle.loads(_pickle.dumps(eval_ds))._maps == {}
-    single = next(iter(build_loader(eval_ds, batch_size=2, workers=0, shuffle=False)))
-    multi = next(iter(build_loader(eval_ds, batch_size=2, workers=2, shuffle=False, persistent_workers=False)))
-    for key in ("img", "gt_masks_bev", "lidar2image"):
-        assert torch.equal(single[key], multi[key]), key
-    assert all(torch.equal(a, b) for a, b in zip(single["points"], multi["points"]))
 
 
 def test_a_corrupt_table_is_one_line_not_a_devkit_traceback(tmp_path):
@@ -338,3 +342,17 @@ def test_a_corrupt_table_is_one_line_not_a_devkit_traceback(tmp_path):
         NuScenesDataset(root, "v1.0-mini", "mini_train")
     line = err.value.one_line()
     assert "nuscenes-devkit cannot read" in line and "\n" not in line
+
+
+def test_loader_with_workers_gives_the_same_eval_batches(eval_ds):
+    import pickle as _pickle
+
+    from model.data.loader import build_loader
+
+    eval_ds[0]  # opens a map index in this process; workers must not need it
+    assert _pickle.loads(_pickle.dumps(eval_ds))._maps == {}
+    single = next(iter(build_loader(eval_ds, batch_size=2, workers=0, shuffle=False)))
+    multi = next(iter(build_loader(eval_ds, batch_size=2, workers=2, shuffle=False, persistent_workers=False)))
+    for key in ("img", "gt_masks_bev", "lidar2image"):
+        assert torch.equal(single[key], multi[key]), key
+    assert all(torch.equal(a, b) for a, b in zip(single["points"], multi["points"]))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import pickle
 from pathlib import Path
 
@@ -184,6 +185,12 @@ def infos_from_pkl(path, root) -> list[dict]:
         path = Path(root) / path
     if not path.is_file():
         raise UsageError(f"info file {path} not found", fix="set data.info_pkl to a file in your data root, or leave it empty to read the tables")
+    # Info files are pickles: only those inside the user's own data root are opened at all.
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise UsageError(f"info file {path} is outside the data root {root}; pickles are read only from there",
+                         fix="move the .pkl into the data root (or leave data.info_pkl empty to read the tables)")
+    logging.getLogger("bevctl").info(
+        "reading %s with a restricted unpickler (numpy arrays and plain containers only)", path)
     try:
         with open(path, "rb") as fh:
             data = _InfoUnpickler(fh).load()
