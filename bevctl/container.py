@@ -13,6 +13,7 @@ API (used by `bevctl build`, `bevctl shell` and `bevctl start --container`):
     build_image(tag, build_args=..., on_event=..., log_path=...) -> BuildResult   # raises BuildFailed (exit 1)
     docker_build_cmd(tag, ...) -> list[str]
     run_spec(phase, command, extra_mounts=..., env=..., detach=True, ...) -> RunSpec (a dict of SDK kwargs)
+    train_command(phase, run_name) -> list[str]   # python -m model.train / torchrun ... --run-dir /workspace/...
     docker_run_cmd(spec) -> list[str]             # the same spec as a `docker run` argv
     run_detached(spec) -> container id            # creates and starts it
     wait(container, timeout=None) -> exit code
@@ -511,14 +512,17 @@ def run_spec(
     data_root = Path(phase.data.root) if phase is not None else Path("data/nuscenes")
     data_host = data_root if data_root.is_absolute() else root / data_root
     synthetic = bool(phase is not None and phase.data.synthetic)
-    if data_host.is_dir() or synthetic:
-        # Generated synthetic data is written on first use; a real dataset is never written by training.
-        mode = "rw" if synthetic else "ro"
-        if synthetic:
-            spec.mkdirs.append(str(data_host))
+    if synthetic:
+        # Generated data is written to a sibling temporary folder and renamed into place, which a mount point cannot
+        # take: give the container the parent folder (inside the project mount already when the root is relative).
+        spec.mkdirs.append(str(data_host.parent))
+        if data_root.is_absolute():
+            mounts.append((str(data_host.parent), str(data_root.parent), "rw"))
+    elif data_host.is_dir():
+        # A real dataset is never written by training: read-only, at /data/nuscenes and where the phase says.
         inside = str(data_root) if data_root.is_absolute() else f"{workdir}/{data_root.as_posix()}"
         for target in dict.fromkeys([cspec.dataset_mount, inside]):
-            mounts.append((str(data_host), target, mode))
+            mounts.append((str(data_host), target, "ro"))
     else:
         spec.notes.append(f"dataset {data_host} not found: not mounted")
     # BEVCTL_EXTRA_MOUNTS="HOST:CONTAINER[:ro];..." adds mounts to every container (pretrained weights, caches).
@@ -590,6 +594,24 @@ def _ulimits() -> list[Ulimit]:
     except ValueError:
         raise UsageError(f"BEVCTL_MEMLOCK={setting!r} is not a number of bytes", fix="use unlimited, off or bytes") from None
     return [Ulimit(name="memlock", soft=value, hard=value), *limits]
+
+
+def train_command(phase: Union["Phase", str], run_name: str) -> list[str]:
+    """The trainer as the container's main process: `python -m model.train --run-dir <runs_mount>/<run_name>`, or
+    under torchrun for several GPUs or nodes (the run directory then lives in the host's runs folder)."""
+    phase = _load_phase(phase)
+    run_dir = f"{phase.container.runs_mount}/{run_name}"
+    launch = phase.launch
+    if launch.gpus <= 1 and launch.nnodes == 1:
+        return ["python", "-m", "model.train", "--run-dir", run_dir]
+    argv = ["torchrun", f"--nproc-per-node={max(1, launch.gpus)}"]
+    if launch.nnodes == 1:
+        argv.append("--standalone")
+    else:
+        argv += [f"--nnodes={launch.nnodes}", f"--node-rank={launch.node_rank}", "--rdzv-backend=c10d"]
+        if launch.rdzv_endpoint:
+            argv.append(f"--rdzv-endpoint={launch.rdzv_endpoint}")
+    return argv + ["-m", "model.train", "--run-dir", run_dir]
 
 
 def docker_run_cmd(spec: dict) -> list[str]:

@@ -71,9 +71,20 @@ class Engine:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
-        say(f"stopped the test Docker daemon (pid {proc.pid}) and removed {self.workdir}")
         if self.workdir:
+            _unmount_below(self.workdir)
             shutil.rmtree(self.workdir, ignore_errors=True)
+        say(f"stopped the test Docker daemon (pid {proc.pid}) and removed {self.workdir}")
+
+
+def _unmount_below(folder: Path) -> None:
+    """Mounts a daemon can leave behind (e.g. a network namespace after a --network host build)."""
+    try:
+        points = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return
+    for point in sorted((p for p in points if p.startswith(str(folder) + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def _answers(host: str, timeout: float = 5) -> bool:

@@ -99,9 +99,8 @@ def test_run_spec_and_docker_run_cmd_agree():
     assert "/tmp:/scratch:ro" in argv and "A=1" in argv
     assert spec["stop_timeout"] == phase.train.grace_seconds
     assert argv[-3:] == ["python", "-m", "model.train"]
-    # synthetic data is generated on first use, so it is mounted writable
-    data_mounts = [m for m in spec["mounts"] if m["Target"] == "/data/nuscenes"]
-    assert data_mounts and not data_mounts[0]["ReadOnly"]
+    # synthetic data is generated on first use inside the (writable) project mount: no read-only dataset mount
+    assert not [m for m in spec["mounts"] if m["Target"] == "/data/nuscenes"]
     assert container.docker_run_cmd(container.run_spec(None, ["true"], gpus="device=0,3"))[
         container.docker_run_cmd(container.run_spec(None, ["true"], gpus="device=0,3")).index("--gpus") + 1
     ] == '"device=0,3"'
@@ -226,6 +225,49 @@ def test_container_runs_as_the_given_user_with_mounts_and_exit_code(docker_engin
         assert written.read_text().startswith("/tmp/home-1234 2.13.0")
         found = container.find_containers({container.LABEL_RUN: "r1", container.LABEL_PHASE: "demo"})
         assert [c["name"] for c in found] == [name] and found[0]["exit_code"] == 5
+    finally:
+        container.remove(cid, force=True)
+
+
+def test_train_command():
+    from bevctl.phases import load_phase
+
+    assert container.train_command(load_phase("demo"), "r") == [
+        "python", "-m", "model.train", "--run-dir", "/workspace/bevfusion/runs/r"]
+    multi = container.train_command(load_phase("demo", ["launch.gpus=8", "launch.nnodes=2", "launch.rdzv_endpoint=h:29500"]), "r")
+    assert multi[:3] == ["torchrun", "--nproc-per-node=8", "--nnodes=2"] and "--rdzv-endpoint=h:29500" in multi
+    assert multi[-4:] == ["-m", "model.train", "--run-dir", "/workspace/bevfusion/runs/r"]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_trainer_fills_the_host_run_dir_as_the_user(docker_engine, bevctl_test_image, tmp_path):
+    """What `bevctl start --container` does: the trainer as the container's main process, runs/ on the host."""
+    from bevctl.phases import load_phase
+
+    runs, data = tmp_path / "runs", tmp_path / "synth"
+    runs.mkdir()
+    for folder in (runs, tmp_path):  # the synthetic dataset is generated next to its root, then renamed
+        os.chown(folder, 1234, 1234)
+    overrides = [
+        "train.epochs=1", "train.max_iters_per_epoch=1", "train.eval_interval=0", f"data.root={data}",
+        "data.synth.scenes=2", "data.synth.samples_per_scene=2", "data.workers=0", f"run.root={runs}",
+    ]
+    phase = load_phase("demo", overrides)
+    command = container.train_command(phase, "demo-c") + ["--phase", "demo"]
+    for item in overrides:
+        command += ["--set", item]
+    spec = container.run_spec(phase, command, user="1234:1234", name=_unique("bevctl-test-train"), run_name="demo-c",
+                              **bevctl_test_image.run_kwargs())
+    cid = container.run_detached(spec)
+    try:
+        code = container.wait(cid, timeout=300)
+        assert code == 0, container.logs(cid, tail=30)
+        run_dir = runs / "demo-c"
+        manifest = json.loads((run_dir / "run.json").read_text())
+        assert manifest["status"] == "finished"
+        for name in ("run.json", "events.jsonl", "latest.pth"):
+            assert (run_dir / name).stat().st_uid == 1234, name
     finally:
         container.remove(cid, force=True)
 
