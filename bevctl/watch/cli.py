@@ -45,8 +45,9 @@ def main(targets: list[str], metrics: list[str], smooth: float, once: bool, json
         err().print(f"wrote {plot}")
     if json_out:
         from bevctl.console import print_json
+        from bevctl.watch.state import SNAPSHOT_SCHEMA
 
-        print_json(_clean({"schema": 1, "runs": snaps}))
+        print_json(_clean({"schema": SNAPSHOT_SCHEMA, "runs": snaps}))
     elif once or live:  # live without a terminal: one snapshot, like --once
         from bevctl.console import out
         from bevctl.watch.dashboard import render
