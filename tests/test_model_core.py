@@ -290,3 +290,43 @@ def test_voxelization_module_mean_and_batch_index():
     assert B == 2 and feats.shape == (3, 5) and coords.dtype == torch.int32
     torch.testing.assert_close(feats[0], torch.tensor([0.015, 0.02, 0.025, 2.0, 0.0]))
     assert coords[0].tolist() == [0, 720, 720, 25] and coords[2].tolist()[0] == 1
+
+
+# ------------------------------------------------------------------------------------------- spconv shim
+
+
+@pytest.mark.parametrize("subm", [True, False])
+def test_spconv_cpu_matches_dense_conv_with_threads(subm):
+    """spconv 2.3's CPU kernels race with >1 torch thread (see model/shims.py); with the shim they are exact."""
+    import spconv.pytorch as spconv
+    import torch.nn.functional as F
+
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(0)
+        shape = [64, 64, 33]
+        cen = torch.stack([torch.randint(0, s, (60,), generator=g) for s in shape], 1)
+        c = cen[torch.randint(0, 60, (4000,), generator=g)] + torch.randint(-2, 3, (4000, 3), generator=g)
+        c = torch.unique(c.clamp(min=0).minimum(torch.tensor(shape) - 1), dim=0)
+        c = torch.cat([torch.zeros(len(c), 1, dtype=torch.long), c], 1).int()
+        f = torch.randn(len(c), 4, generator=g, requires_grad=True)
+        conv = (spconv.SubMConv3d if subm else spconv.SparseConv3d)(4, 3, 3, padding=1, bias=False)
+        x = spconv.SparseConvTensor(f, c, shape, 1)
+        y = conv(x).dense()
+        dense_in = x.dense()
+        ref = F.conv3d(dense_in, conv.weight.permute(0, 4, 1, 2, 3), padding=1)
+        if subm:
+            ref = ref * (dense_in.abs().sum(1, keepdim=True) > 0)
+        torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+        gy = torch.randn(y.shape, generator=g)
+        (gf,) = torch.autograd.grad((y * gy).sum(), f)
+        f2 = f.detach().clone().requires_grad_()
+        dense2 = spconv.SparseConvTensor(f2, c, shape, 1).dense()
+        ref2 = F.conv3d(dense2, conv.weight.detach().permute(0, 4, 1, 2, 3), padding=1)
+        if subm:
+            ref2 = ref2 * (dense_in.abs().sum(1, keepdim=True) > 0)
+        (gf_ref,) = torch.autograd.grad((ref2 * gy).sum(), f2)
+        torch.testing.assert_close(gf, gf_ref, atol=1e-4, rtol=1e-4)
+    finally:
+        torch.set_num_threads(n_threads)
