@@ -330,3 +330,15 @@ def test_spconv_cpu_matches_dense_conv_with_threads(subm):
         torch.testing.assert_close(gf, gf_ref, atol=1e-4, rtol=1e-4)
     finally:
         torch.set_num_threads(n_threads)
+
+
+def test_summary_table(capsys):
+    from model.summary import main
+
+    assert main(["--config", "full", "--json"]) == 0
+    out = __import__("json").loads(capsys.readouterr().out)
+    assert out["gca_params"] == {"object": 131072, "map": 131072}
+    assert out["modules"]["task_gca.object"]["params"] == 131072
+    assert out["trainable"] == sum(r["params"] for r in out["modules"].values())
+    assert main(["--config", "tiny", "--gca", "none"]) == 0
+    assert "decoder.backbone" in capsys.readouterr().out
