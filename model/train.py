@@ -299,6 +299,8 @@ class StopFlag:
 def train(phase, run_dir: Path, info: DistInfo, sink: RunSink, parts_builder=build_parts) -> int:
     tc, oc = phase.train, phase.optim
     device = info.device
+    # Installed first: a stop during set-up is honoured after the first step instead of killing the process bare.
+    stop = StopFlag(tc.grace_seconds, lambda: _grace_exceeded(sink, tc.grace_seconds))
     # Same seed everywhere for identical initial weights; ranks diverge below for data augmentation.
     seed_all(tc.seed)
     parts = parts_builder(phase, info)
@@ -357,7 +359,6 @@ def train(phase, run_dir: Path, info: DistInfo, sink: RunSink, parts_builder=bui
 
     if info.is_main:
         ckpt.remove_stale_temps(run_dir)
-    stop = StopFlag(tc.grace_seconds, lambda: _grace_exceeded(sink, tc.grace_seconds))
 
     sink.emit(
         "run_start",
