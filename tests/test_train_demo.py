@@ -120,3 +120,35 @@ def test_sigterm_resume_same_losses_with_the_real_model(tmp_path):
     assert train(cut, "demo", *sets, threads=1).returncode == 0
     key = lambda e: (e["epoch"], e["iter"], e["loss"])  # noqa: E731
     assert [key(e) for e in events(cut, "train")] == [key(e) for e in events(whole, "train")]
+
+
+def test_demo_trains_evaluates_and_writes_every_artefact(tmp_path):
+    """The demo phase, cut to 8 steps: loss falls, the val metrics are there, the run dir holds the contract.
+
+    (Whether mAP / mIoU beat the untrained model needs the whole demo; see the trainer's report in the README.)
+    """
+    run = tmp_path / "demo"
+    proc = train(run, "demo", "train.epochs=1", "train.max_iters_per_epoch=8", "train.log_interval=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_events = events(run, "train")
+    assert len(train_events) == 8 and [e["global_step"] for e in train_events] == list(range(1, 9))
+    assert train_events[-1]["loss"] < 0.5 * train_events[0]["loss"]
+    for key in ("loss/object/loss_heatmap", "loss/object/layer_-1_loss_cls", "loss/object/layer_-1_loss_bbox",
+                "stats/object/matched_ious", "loss/map/divider/dice", "loss/map/divider/focal", "grad_norm", "lr",
+                "step_time", "data_time", "memory"):
+        assert key in train_events[0], key
+    (val,) = events(run, "val")
+    for key in ("object/map", "object/nds", "object/car_ap_dist_0.5", "object/car_trans_err", "object/mATE",
+                "map/divider/iou@0.35", "map/divider/iou@max", "map/mean/iou@max"):
+        assert key in val, key
+    kinds = {e["kind"] for e in runs.read_events(run / runs.EVENTS)}
+    assert kinds == {"run_start", "gca_enabled", "train", "val", "checkpoint_saved", "run_end"}
+    manifest = runs.read_manifest(run)
+    assert manifest["status"] == "finished" and manifest["exit_code"] == 0 and manifest["config"]["name"] == "demo"
+    names = {p.name for p in run.iterdir()}
+    assert {"run.json", "events.jsonl", "epoch_1.pth", "latest.pth", "eval"} <= names
+    log = next(run.glob("*.log")).read_text()
+    assert "Epoch [1][8/8]\tlr: " in log and "Epoch(val) [1][" in log and "map/mean/iou@max" in log
+    assert (run / "eval" / "results_nusc.json").is_file()
+    ck = torch.load(run / "latest.pth", weights_only=True)
+    assert ck["meta"]["epoch"] == 1 and ck["meta"]["global_step"] == 8 and ck["meta"]["gca"] == "task"
