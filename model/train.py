@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from bevctl import __version__ as BEVCTL_VERSION
 from bevctl import runs
 from bevctl.errors import BevctlError, UsageError
 from model import checkpoint as ckpt
@@ -35,7 +36,6 @@ from model import distributed as dist_utils
 from model.distributed import DistInfo
 from model.schedule import LRSchedule, ScheduleSpec
 
-BEVCTL_VERSION = "0.1.0"
 EXIT_FAILED = 1
 
 

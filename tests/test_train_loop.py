@@ -427,6 +427,28 @@ def test_torchrun_two_processes(tmp_path):
     assert runs.read_manifest(run)["status"] == "finished"
 
 
+
+def test_torchrun_sigterm_stops_every_rank_at_the_same_step(tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+            str(Path(__file__)), "--phase", "demo", "--run-dir", str(run)]
+    for s in ("data.workers=0", "train.eval_interval=0", "train.device=cpu", "train.epochs=3", "train.log_interval=1",
+              "train.batch_size=1"):
+        args += ["--set", s]
+    proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "STANDIN_STEP_SLEEP": "0.3"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(events(run, "train")) >= 2, timeout=120)
+    proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both workers
+    proc.communicate(timeout=120)
+    end = events(run, "run_end")
+    assert len(end) == 1 and end[0]["status"] == "stopped", end
+    saved = events(run, "checkpoint_saved")[-1]
+    ck = torch.load(run / "latest.pth", weights_only=True)
+    assert len(ck["rng"]) == 2, "every rank's RNG state is kept"
+    if saved["iter"] < 6:  # mid-epoch; a signal in an epoch's last step saves the epoch checkpoint instead
+        assert saved["reason"] == "signal" and ck["data_state"]["samples_done"] == saved["iter"] * 2
+
+
 if __name__ == "__main__":
     from model.train import main
 
