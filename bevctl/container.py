@@ -522,7 +522,7 @@ def run_spec(
         # A real dataset is never written by training: read-only, at /data/nuscenes and where the phase says.
         inside = str(data_root) if data_root.is_absolute() else f"{workdir}/{data_root.as_posix()}"
         for target in dict.fromkeys([cspec.dataset_mount, inside]):
-            mounts.append((str(data_host), target, "ro"))
+            mounts.append((os.path.realpath(data_host), target, "ro"))  # data/nuscenes is often a symlink
     else:
         spec.notes.append(f"dataset {data_host} not found: not mounted")
     # BEVCTL_EXTRA_MOUNTS="HOST:CONTAINER[:ro];..." adds mounts to every container (pretrained weights, caches).

@@ -302,7 +302,7 @@ def base_rootfs() -> Path:
     release = _os_release()
     suite = release.get("VERSION_CODENAME") or "bookworm"
     packages, _ = _python_runtime()
-    key = hashlib.sha256(f"{suite} {' '.join(packages)}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"2 {suite} {' '.join(packages)}".encode()).hexdigest()[:12]
     tarball = CACHE / f"rootfs-{suite}-{key}.tar"
     if tarball.is_file():
         return tarball
@@ -322,6 +322,8 @@ def base_rootfs() -> Path:
         raise RuntimeError(f"debootstrap failed: {' | '.join(tail)}")
     # The host's Python lives under /root on some machines (pyenv): let any uid traverse it inside the container.
     os.chmod(target / "root", 0o755)
+    # mkdtemp made the top folder 0700; as the image's "/" it would lock every non-root user out (seen on vfs).
+    os.chmod(target, 0o755)
     for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for item in (target / junk).glob("*"):
             if item.is_file():
