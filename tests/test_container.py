@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import uuid
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tests.docker_engine import (  # noqa: F401  (pytest fixtures)
 )
 
 DEAD = "unix:///tmp/bevctl-no-daemon-here.sock"
+needs_docker_cli = pytest.mark.skipif(not shutil.which("docker"), reason="no docker CLI (bevctl shell execs it)")
 
 
 def _unique(prefix: str) -> str:
@@ -297,6 +299,7 @@ def test_stop_delivers_sigterm_to_the_main_process(docker_engine, bevctl_test_im
 
 
 @pytest.mark.docker
+@needs_docker_cli
 def test_shell_starts_the_container_and_execs_into_it(docker_engine, bevctl_test_image, tmp_path):
     phase_file = tmp_path / "p.yaml"
     runs = tmp_path / "runs"
@@ -319,6 +322,7 @@ def test_shell_starts_the_container_and_execs_into_it(docker_engine, bevctl_test
 
 
 @pytest.mark.docker
+@needs_docker_cli
 def test_shell_into_a_runs_container(docker_engine, bevctl_test_image, tmp_path):
     phase, _, _ = _phase(tmp_path)
     name = _unique("bevctl-test-run")

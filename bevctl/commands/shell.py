@@ -51,8 +51,8 @@ def shell(
             typer.echo(shlex.join(container.docker_run_cmd(spec)))
             typer.echo(shlex.join(container.exec_argv(spec["name"], argv_cmd, interactive=True)))
             return
-        container.docker_cli()
         cli = container.client()
+        container.docker_cli()  # checked before a container is started for nothing
         if container.require_image(spec["image"], allow_stale=True, cli=cli) == "stale":
             err().print(f"[yellow]warning:[/] image {spec['image']} is stale (docker/ changed since the build); "
                         "run `bevctl build` to refresh it", soft_wrap=True)
