@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from model.ops.bev_pool import bev_pool
+from model.ops.bev_pool import bev_pool, bev_pool_lift
 
 
 def _grid(xbound, ybound, zbound):
@@ -74,17 +74,26 @@ class BaseTransform(nn.Module):
         return pts + trans.view(B, 1, 1, 1, 1, 3)
 
     def bev_pool(self, geom, x):
+        """Pool materialised frustum features x [B, N, D, fH, fW, C] (the original's interface)."""
         return bev_pool(x, geom, self.bx, self.dx, self.nx)
 
-    def lift(self, img, depth):
+    def depth_and_context(self, img, depth_map):
+        """-> depth probabilities [B, N, D, fH, fW], context [B, N, C, fH, fW]."""
         raise NotImplementedError
+
+    def get_cam_feats(self, img, depth_map=None):
+        """The original's frustum features depth x context, [B, N, D, fH, fW, C] (for inspection and tests; the
+        forward pass pools without building them)."""
+        depth, context = self.depth_and_context(img, depth_map)
+        return (depth.unsqueeze(2) * context.unsqueeze(3)).permute(0, 1, 3, 4, 5, 2)
 
     def forward(self, img, points, camera_intrinsics, camera2lidar, lidar2image, img_aug_matrix, lidar_aug_matrix,
                 **_):
         geom = self.get_geometry(camera2lidar, camera_intrinsics, img_aug_matrix, lidar_aug_matrix)
-        depth = self.depth_map(points, lidar2image, img_aug_matrix, lidar_aug_matrix, img.shape[1])
-        x = self.lift(img, depth)
-        return self.downsample(self.bev_pool(geom, x))
+        depth_map = self.depth_map(points, lidar2image, img_aug_matrix, lidar_aug_matrix, img.shape[1])
+        depth, context = self.depth_and_context(img, depth_map)
+        # fused lift + splat: same result as bev_pool(get_cam_feats(...)) without the [B,N,D,fH,fW,C] tensor
+        return self.downsample(bev_pool_lift(depth, context, geom, self.bx, self.dx, self.nx))
 
     def depth_map(self, points, lidar2image, img_aug_matrix, lidar_aug_matrix, num_cams):
         return None
@@ -99,9 +108,9 @@ class LSSTransform(BaseTransform):
                          downsample)
         self.depthnet = nn.Conv2d(in_channels, self.D + self.C, 1)
 
-    def lift(self, img, depth):
+    def depth_and_context(self, img, depth_map=None):
         B, N, C, fH, fW = img.shape
-        return _outer(self.depthnet(img.view(B * N, C, fH, fW)), self.D, self.C, B, N)
+        return _split(self.depthnet(img.view(B * N, C, fH, fW)), self.D, self.C, B, N)
 
 
 class DepthLSSTransform(BaseTransform):
@@ -149,17 +158,14 @@ class DepthLSSTransform(BaseTransform):
             flat.copy_(torch.where(torch.isinf(big), flat, big))
         return depth.view(B, num_cams, 1, H, W)
 
-    def lift(self, img, depth):
+    def depth_and_context(self, img, depth_map):
         B, N, C, fH, fW = img.shape
-        d = self.dtransform(depth.view(B * N, *depth.shape[2:]))
+        d = self.dtransform(depth_map.view(B * N, *depth_map.shape[2:]))
         x = self.depthnet(torch.cat([d, img.view(B * N, C, fH, fW)], dim=1))
-        return _outer(x, self.D, self.C, B, N)
+        return _split(x, self.D, self.C, B, N)
 
 
-def _outer(x, D, C, B, N):
-    """Depth distribution (softmax over D bins) x context features -> [B, N, D, fH, fW, C] frustum features."""
+def _split(x, D, C, B, N):
+    """depthnet output -> depth distribution (softmax over D bins) [B, N, D, fH, fW], context [B, N, C, fH, fW]."""
     fH, fW = x.shape[-2:]
-    depth = x[:, :D].softmax(dim=1)
-    ctx = x[:, D:D + C]
-    out = depth.unsqueeze(1) * ctx.unsqueeze(2)  # BN, C, D, fH, fW
-    return out.view(B, N, C, D, fH, fW).permute(0, 1, 3, 4, 5, 2)
+    return x[:, :D].softmax(dim=1).view(B, N, D, fH, fW), x[:, D:D + C].view(B, N, C, fH, fW)

@@ -13,6 +13,8 @@ The autograd function keeps only the int64 cell index for backward, not the feat
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 
@@ -79,3 +81,63 @@ def bev_pool_reference(feats: torch.Tensor, geom: torch.Tensor, bx, dx, nx) -> t
         sums = torch.stack([seg.sum(0) for seg in fb.split(counts.tolist())]) if len(uniq) else fb[:0]
         out[b].view(C, -1)[:, uniq] = sums.T
     return torch.cat(out.unbind(dim=2), 1)
+
+
+def _csr(crow, idx_rows, values, n_cols):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta": we test what we use
+        return torch.sparse_csr_tensor(crow, idx_rows.reshape(-1), values.reshape(-1),
+                                       size=(values.shape[0], n_cols), check_invariants=False)
+
+
+class _LiftSplat(torch.autograd.Function):
+    """out[cell] = sum over frustum points p of depth[p] * context[pixel(p)], without building the frustum features.
+
+    The (pixel -> cell) association with depth-probability weights is a sparse matrix A^T [pixels, cells] whose rows
+    are the D depth bins of a pixel (CSR with a fixed row pointer). Forward is context^T @ A^T; backward is
+    A^T @ grad (context) and grad . context sampled at A's pattern (depth). This never materialises the
+    [B, N, D, fH, fW, C] tensor (637 MB per sample at full size) nor its gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, depth_rows: torch.Tensor, context_rows: torch.Tensor, idx_rows: torch.Tensor, n_cells: int):
+        P, D = depth_rows.shape
+        crow = torch.arange(0, P * D + 1, D, device=depth_rows.device)
+        At = _csr(crow, idx_rows, depth_rows, n_cells + 1)
+        out_t = torch.mm(context_rows.t(), At)  # C, n_cells + 1
+        ctx.save_for_backward(crow, idx_rows, depth_rows, context_rows)
+        ctx.n_cells = n_cells
+        return out_t[:, :n_cells]
+
+    @staticmethod
+    def backward(ctx, grad_t):
+        crow, idx_rows, depth_rows, context_rows = ctx.saved_tensors
+        P, D = depth_rows.shape
+        g = torch.cat([grad_t, grad_t.new_zeros(grad_t.shape[0], 1)], 1)  # C, n_cells + 1 (dump column: 0)
+        grad_depth = grad_ctx = None
+        if ctx.needs_input_grad[1]:
+            At = _csr(crow, idx_rows, depth_rows, g.shape[1])
+            grad_ctx = torch.mm(At, g.t().contiguous())
+        if ctx.needs_input_grad[0]:
+            pattern = _csr(crow, idx_rows, torch.zeros_like(depth_rows), g.shape[1])
+            sampled = torch.sparse.sampled_addmm(pattern, context_rows, g, beta=0.0)
+            grad_depth = sampled.values().view(P, D)
+        return grad_depth, grad_ctx, None, None
+
+
+def bev_pool_lift(depth: torch.Tensor, context: torch.Tensor, geom: torch.Tensor, bx: torch.Tensor,
+                  dx: torch.Tensor, nx: torch.Tensor) -> torch.Tensor:
+    """Fused lift + splat: depth [B, N, D, fH, fW] (probabilities), context [B, N, C, fH, fW], geom
+    [B, N, D, fH, fW, 3] -> [B, C*Z, X, Y]; equal to `bev_pool(depth x context, geom)`."""
+    B, N, D, fH, fW = depth.shape
+    C = context.shape[2]
+    X, Y, Z = (int(v) for v in nx.tolist())
+    n_cells = B * Z * X * Y
+    idx = cell_index(geom, bx, dx, nx).view(B, N, D, fH, fW)
+    # rows = pixels (b, n, h, w); the D depth bins of a pixel are one CSR row
+    idx_rows = idx.permute(0, 1, 3, 4, 2).reshape(-1, D)
+    # fp32 like the original's force_fp32 bev_pool (sums over many points; sparse kernels lack half support)
+    depth_rows = depth.float().permute(0, 1, 3, 4, 2).reshape(-1, D)
+    context_rows = context.float().permute(0, 1, 3, 4, 2).reshape(-1, C)
+    out_t = _LiftSplat.apply(depth_rows, context_rows, idx_rows, n_cells)  # C, B*Z*X*Y
+    return out_t.reshape(C, B, Z, X, Y).permute(1, 2, 0, 3, 4).reshape(B, Z * C, X, Y)
