@@ -358,7 +358,7 @@ def build_image(
                             step, total, step_text = parsed
                             step_lines = []
                             emit(BuildEvent("step", step=step, total=total, text=step_text))
-                        elif line.strip() and not line.startswith((" ---> ", "Removing intermediate container")):
+                        elif line.strip() and not line.startswith(_BUILDER_NOISE):
                             step_lines.append(line)
                             emit(BuildEvent("output", step=step, total=total, text=line))
                         if line.startswith("Successfully built ") and not image_id:
@@ -387,6 +387,8 @@ def build_image(
     return BuildResult(tag=tag, image_id=image_id, log_path=log_path, steps=total, seconds=seconds, labels=labels)
 
 
+# The classic builder's own bookkeeping lines: not a step's output.
+_BUILDER_NOISE = (" ---> ", "Removing intermediate container", "Successfully built ", "Successfully tagged ")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 

@@ -108,6 +108,47 @@ def test_run_spec_and_docker_run_cmd_agree():
     ] == '"device=0,3"'
 
 
+class _FakeBuildClient:
+    """Stands in for the SDK client: replays a build's event stream (pulls included, which no local test can do)."""
+
+    def __init__(self, events):
+        self.api = type("API", (), {"build": lambda _self, **kwargs: iter(events)})()
+
+
+def test_build_stream_is_parsed_into_steps_layers_and_log(tmp_path):
+    events = [
+        {"stream": "Step 1/2 : FROM nvidia/cuda:x\n"},
+        {"status": "Pulling from nvidia/cuda", "id": "x"},
+        {"status": "Pulling fs layer", "id": "a1"},
+        {"status": "Pulling fs layer", "id": "b2"},
+        {"status": "Downloading", "progressDetail": {"current": 1, "total": 9}, "id": "a1"},
+        {"status": "Pull complete", "id": "a1"},
+        {"status": "Pull complete", "id": "b2"},
+        {"stream": " ---> 1234\n"},
+        {"stream": "Step 2/2 : RUN make\n"},
+        {"stream": "\x1b[91mpartial "},
+        {"stream": "line\x1b[0m\n"},
+        {"aux": {"ID": "sha256:abc"}},
+        {"stream": "Successfully built abc\n"},
+    ]
+    seen = []
+    result = container.build_image("t:1", ROOT, log_path=tmp_path / "b.log", on_event=seen.append, cli=_FakeBuildClient(events))
+    assert result.image_id == "sha256:abc" and result.steps == 2
+    steps = [(e.step, e.total, e.text) for e in seen if e.kind == "step"]
+    assert steps == [(1, 2, "FROM nvidia/cuda:x"), (2, 2, "RUN make")]
+    pulls = [e for e in seen if e.kind == "pull"]
+    assert (pulls[-1].layers_done, pulls[-1].layers_total) == (2, 2)
+    assert [e.text for e in seen if e.kind == "output"] == ["partial line"]
+    log = (tmp_path / "b.log").read_text()
+    assert "partial line" in log and "a1: Pull complete" in log and "Downloading" not in log
+
+    failing = events[:9] + [{"stream": "cc: error\n"}, {"error": "The command '/bin/sh -c make' returned a non-zero code: 2"}]
+    with pytest.raises(container.BuildFailed) as info:
+        container.build_image("t:1", ROOT, log_path=tmp_path / "f.log", cli=_FakeBuildClient(failing))
+    assert info.value.code == 1 and info.value.tail == ["cc: error"]
+    assert "at step 2/2 (RUN make)" in info.value.message and "non-zero code: 2" in info.value.message
+
+
 @pytest.mark.parametrize("command", [["build"], ["shell"]])
 def test_daemon_down_is_one_line_exit_3(command):
     result = run_cli(*command, env={"DOCKER_HOST": DEAD})
