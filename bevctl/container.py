@@ -21,11 +21,17 @@ API (used by `bevctl build`, `bevctl shell` and `bevctl start --container`):
     stop(container, grace_seconds=None) -> exit code (SIGTERM, then SIGKILL after the grace)
     remove(container, force=False)
     find_containers(labels) -> list[dict]         # bevctl's containers: labels org.bevctl.*
+    state(container) -> dict                      # id, name, status, exit_code, labels, image, started/finished
+    exec_in(container, command) -> (exit code, output)        # non-interactive, through the SDK
     exec_argv(container, command, interactive) -> list[str]   # `docker exec -it ...` for os.execvp
+    ensure_running(spec) -> (id, "created"|"restarted"|"reused")   # the named container, as `bevctl shell` uses it
+
+`container` arguments take an id, a name or an SDK Container.
 
 Containers run as the invoking user's uid:gid with HOME=/tmp/home-<uid>, under an init (signals reach the main
 process), with the memlock/stack ulimits NVIDIA recommends, shared memory for DataLoader workers, the project at
-/workspace/bevfusion, runs/ read-write and the dataset read-only (read-write for generated synthetic data).
+/workspace/bevfusion, runs/ read-write and the dataset read-only (generated synthetic data: its parent folder
+read-write). Tests get a real engine and a local image from tests/docker_engine.py.
 """
 
 from __future__ import annotations
