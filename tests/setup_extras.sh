@@ -21,7 +21,8 @@ setup_mmdet() {
     echo "setup_extras: building mmcv 2.1.0 with CPU ops into $cache (log: $log; takes 8+ minutes)"
     local bvenv="${TMPDIR:-/tmp}/bevctl-mmcv-build-venv"
     # a scratch venv: the build needs setuptools<70, which the project venv must not be downgraded to
-    { python3 -m venv "$bvenv" \
+    # same interpreter as .venv: the wheel is tagged for its Python version
+    { "$($py -c 'import sys; print(sys._base_executable)')" -m venv "$bvenv" \
       && "$bvenv/bin/pip" install -q "torch==2.13.0" "numpy<2" "opencv-python-headless<4.12" six wheel ninja \
            packaging addict yapf mmengine \
       && "$bvenv/bin/pip" install -q --no-deps "setuptools<70" \

@@ -387,3 +387,6 @@ def test_vtransform_forward_equals_original_lift_then_pool():
         ref = vt.downsample(vt.bev_pool(geom, vt.get_cam_feats(img, dm)))
     assert out.shape == (1, 16, 60, 60)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    vt.fused_pool = False
+    with torch.no_grad():
+        torch.testing.assert_close(vt(img, b["points"], **kw), ref, rtol=1e-4, atol=1e-4)

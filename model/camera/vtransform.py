@@ -38,6 +38,9 @@ class BaseTransform(nn.Module):
         self.bx = nn.Parameter(bx, requires_grad=False)
         self.nx = nn.Parameter(nx, requires_grad=False)
         self.C = out_channels
+        # "auto": the fused sparse-product pooling on CPU (measured there); on GPU the plain scatter (index_add_ with
+        # atomics), until the sparse-CSR kernels are measured on one. True / False force either.
+        self.fused_pool: bool | str = "auto"
         self.frustum = nn.Parameter(self._frustum(), requires_grad=False)
         self.D = self.frustum.shape[0]
         if downsample > 1:
@@ -92,8 +95,13 @@ class BaseTransform(nn.Module):
         geom = self.get_geometry(camera2lidar, camera_intrinsics, img_aug_matrix, lidar_aug_matrix)
         depth_map = self.depth_map(points, lidar2image, img_aug_matrix, lidar_aug_matrix, img.shape[1])
         depth, context = self.depth_and_context(img, depth_map)
-        # fused lift + splat: same result as bev_pool(get_cam_feats(...)) without the [B,N,D,fH,fW,C] tensor
-        return self.downsample(bev_pool_lift(depth, context, geom, self.bx, self.dx, self.nx))
+        if self.fused_pool is True or (self.fused_pool == "auto" and not depth.is_cuda):
+            # fused lift + splat: same result as bev_pool(get_cam_feats(...)) without the [B,N,D,fH,fW,C] tensor
+            x = bev_pool_lift(depth, context, geom, self.bx, self.dx, self.nx)
+        else:
+            x = bev_pool((depth.unsqueeze(2) * context.unsqueeze(3)).permute(0, 1, 3, 4, 5, 2), geom, self.bx,
+                         self.dx, self.nx)
+        return self.downsample(x)
 
     def depth_map(self, points, lidar2image, img_aug_matrix, lidar_aug_matrix, num_cams):
         return None
