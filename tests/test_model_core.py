@@ -390,3 +390,25 @@ def test_vtransform_forward_equals_original_lift_then_pool():
     vt.fused_pool = False
     with torch.no_grad():
         torch.testing.assert_close(vt(img, b["points"], **kw), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_original_layout_checkpoint_round_trip():
+    """A state dict in the original's spconv 1.x layout loads (strict) after `convert_spconv1_state_dict`."""
+    net = build_model(get_config("tiny"))
+    sd = net.state_dict()
+    original = {k: (to_spconv1_weight(v) if v.dim() == 5 else v) for k, v in sd.items()}
+    assert any(v.dim() == 5 and v.shape != sd[k].shape for k, v in original.items())
+    converted = convert_spconv1_state_dict(original, {k: tuple(v.shape) for k, v in sd.items()})
+    fresh = build_model(get_config("tiny"))
+    fresh.load_state_dict(converted, strict=True)
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+
+
+def test_lss_transform_variant_keys(tmp_path):
+    """The segmentation model's camera-only-depth LSSTransform: `depthnet` is a single 1x1 conv."""
+    p = tmp_path / "seg.yaml"
+    p.write_text("camera: {vtransform: {type: LSSTransform}}\n")
+    sd = build_model(get_config(str(p), gca="none", heads=("map",)), device="meta").state_dict()
+    assert tuple(sd["encoders.camera.vtransform.depthnet.weight"].shape) == (198, 256, 1, 1)
+    assert not any(".dtransform." in k for k in sd)
