@@ -404,6 +404,8 @@ def bevctl_test_image(docker_engine, docker_base):
         root=ROOT,
         build_args={"BASE_IMAGE": docker_base.tag, **TEST_BUILD_ARGS},
         network_mode="none",
+        # not into the checkout's runs/.build: test builds are not the user's
+        log_path=Path(tempfile.mkdtemp(prefix="bevctl-build-")) / "build.log",
     )
     say(f"built {TEST_IMAGE} from docker/Dockerfile on {docker_base.tag} in {time.monotonic() - started:.0f} s")
     return BaseImage(tag=TEST_IMAGE, mounts=docker_base.mounts, python=docker_base.python) if result else None
