@@ -168,6 +168,14 @@ def _quiet_worker(worker_id: int) -> None:
     # step and save. Their RNGs are seeded by the DataLoader from its per-epoch generator.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Several workers share few cores with the main process: no thread pools inside them.
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
 
 
 def make_loader(dataset, sampler, batch_size: int, workers: int, collate, generator=None) -> DataLoader:
