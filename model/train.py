@@ -428,6 +428,7 @@ def train(phase, run_dir: Path, info: DistInfo, sink: RunSink, parts_builder=bui
             it += 1
             batch = to_device(batch, device)
             data_time = time.perf_counter() - end
+            lr = schedule.get_lr()  # this step's lr (logged like mmcv: the lr the step used)
 
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 outputs = model(batch)
@@ -472,8 +473,8 @@ def train(phase, run_dir: Path, info: DistInfo, sink: RunSink, parts_builder=bui
             window["data_time"].append(data_time)
 
             if (it % tc.log_interval == 0 or it == iters_per_epoch) and window["loss"]:
-                _log_train(window, sink, info, epoch, it, iters_per_epoch, global_step, schedule, optimizer,
-                           recent, total_iters, device)
+                _log_train(window, sink, info, epoch, it, iters_per_epoch, global_step, lr, recent,
+                           total_iters, device)
             if it % tc.log_interval == 0 or it == iters_per_epoch:
                 window.clear()
 
@@ -510,7 +511,8 @@ def train(phase, run_dir: Path, info: DistInfo, sink: RunSink, parts_builder=bui
     return 0
 
 
-def _log_train(window, sink, info, epoch, it, iters_per_epoch, global_step, schedule, optimizer, recent, total_iters, device):
+def _log_train(window, sink, info, epoch, it, iters_per_epoch, global_step, lr, recent, total_iters, device):
+    """One `train` event and one mmcv text line: the window's means over steps (and ranks), ETA from recent steps."""
     means = {k: sum(v) / len(v) for k, v in window.items() if v}
     means = dist_utils.mean_dict(means, info)
     step_time = means.pop("step_time", 0.0)
@@ -519,7 +521,6 @@ def _log_train(window, sink, info, epoch, it, iters_per_epoch, global_step, sche
     for k in ("loss", "grad_norm"):
         if k in means:
             metrics[k] = means[k]
-    lr = schedule.get_lr()
     mem = memory_mb(device)
     eta = (sum(recent) / max(len(recent), 1)) * max(total_iters - global_step, 0)
     sink.emit(
@@ -624,6 +625,8 @@ def main(argv: list[str] | None = None, parts_builder=build_parts) -> int:
                       **({} if (runs.read_manifest(args.run_dir) or {}).get("pid") else {"pid": os.getpid()}))
         info = dist_utils.init(phase.train.device)
         code = train(phase, args.run_dir, info, sink, parts_builder)
+        # Ranks leave together: a gloo rank tearing down while rank 0 still writes its last files can abort.
+        dist_utils.barrier(info)
     except BevctlError as exc:
         code = exc.code
         if rank == 0:

@@ -8,7 +8,6 @@ STANDIN_STEP_SLEEP (seconds per forward), STANDIN_GCA_DIM (a different GCA width
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
