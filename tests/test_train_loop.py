@@ -348,6 +348,17 @@ def test_sigterm_then_resume_gives_the_same_losses(tmp_path):
     assert start["start_epoch"] == 1 and start["start_iter"] == saved["iter"]
 
 
+def test_a_step_longer_than_the_grace_period_ends_the_run_as_failed(tmp_path):
+    run = tmp_path / "run"
+    proc = trainer(run, "train.grace_seconds=1", "train.log_interval=1", env={"STANDIN_STEP_SLEEP": "4"})
+    _wait_for(lambda: len(events(run, "train")) >= 1)
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = finish(proc, timeout=30)
+    assert code == 1, err
+    end = events(run, "run_end")[-1]
+    assert end["status"] == "failed" and "grace_seconds=1" in end["message"]
+
+
 SAVER = r"""
 import sys, torch
 from model import checkpoint as ckpt
