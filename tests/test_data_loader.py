@@ -356,3 +356,34 @@ def test_loader_with_workers_gives_the_same_eval_batches(eval_ds):
     for key in ("img", "gt_masks_bev", "lidar2image"):
         assert torch.equal(single[key], multi[key]), key
     assert all(torch.equal(a, b) for a, b in zip(single["points"], multi["points"]))
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index():
+    """Exact resume: a train item's draws depend only on (seed, epoch, index), not on what was loaded before."""
+    from model.data.loader import build_loader
+
+    def same(a, b):
+        return all(torch.equal(a[k], b[k]) for k in ("img", "points", "img_aug_matrix", "lidar_aug_matrix", "gt_boxes"))
+
+    ds = make(train=True, map_classes=(), seed=3)
+    ds.set_epoch(1)
+    first = ds[2]
+    ds[0], ds[1], ds[2]  # other items, and the same one again, draw nothing away from it
+    fresh = make(train=True, map_classes=(), seed=3)  # another process's copy, e.g. after a resume
+    fresh.set_epoch(1)
+    assert same(fresh[2], first) and same(ds[2], first) and same(ds[-len(ds) + 2], first)
+    assert not torch.equal(fresh[2]["lidar_aug_matrix"], fresh[1]["lidar_aug_matrix"])  # per index
+    fresh.set_epoch(2)
+    assert not torch.equal(fresh[2]["lidar_aug_matrix"], first["lidar_aug_matrix"])  # per epoch
+    assert not torch.equal(fresh[2]["img_aug_matrix"], first["img_aug_matrix"])
+    other_seed = make(train=True, map_classes=(), seed=4)
+    other_seed.set_epoch(1)
+    assert not torch.equal(other_seed[2]["lidar_aug_matrix"], first["lidar_aug_matrix"])
+    # Loader workers copy the epoch when the iterator is created: the same batches as in-process loading.
+    fresh.set_epoch(1)
+    single = next(iter(build_loader(fresh, batch_size=3, workers=0, shuffle=False)))
+    multi = next(iter(build_loader(fresh, batch_size=3, workers=2, shuffle=False, persistent_workers=False)))
+    assert torch.equal(single["lidar_aug_matrix"][2], first["lidar_aug_matrix"])
+    for key in ("img", "lidar_aug_matrix", "img_aug_matrix"):
+        assert torch.equal(single[key], multi[key]), key
+    assert all(torch.equal(a, b) for a, b in zip(single["points"], multi["points"]))

@@ -80,7 +80,7 @@ class NuScenesDataset(Dataset):
                     raise UsageError(f"map expansion {path} is missing (needed for the BEV map masks)",
                                      fix="download nuScenes-map-expansion-v1.3 into maps/expansion, or drop the map head")
         self._maps: dict = {}
-        self._calls = 0
+        self.epoch = 0
         self._cv2_quiet = False
 
     @classmethod
@@ -106,10 +106,18 @@ class NuScenesDataset(Dataset):
 
     # --------------------------------------------------------------------------------------------- loading
 
+    def set_epoch(self, epoch: int) -> None:
+        """Key this epoch's augmentation: a sample's draws are a pure function of (seed, epoch, index).
+
+        Call it before creating the epoch's DataLoader iterator: workers copy the dataset (and its epoch) then, so
+        persistent workers would keep drawing the epoch they started with. Eval items have no augmentation.
+        """
+        self.epoch = int(epoch)
+
     def _rng(self, index: int) -> np.random.Generator:
-        # Fresh per item and per epoch: torch seeds each worker differently for every epoch's iterator.
-        self._calls += 1
-        return np.random.default_rng([self.seed, torch.initial_seed() % (2**63), index, self._calls])
+        # Independent of the process, the worker and what was loaded before: a stopped and resumed run draws the
+        # same augmentations as an uninterrupted one, with any number of loader workers.
+        return np.random.default_rng([self.seed % 2**64, self.epoch % 2**64, index])
 
     def _points(self, info: dict) -> np.ndarray:
         pts = np.fromfile(info["lidar_path"], dtype=np.float32).reshape(-1, 5)
@@ -163,6 +171,9 @@ class NuScenesDataset(Dataset):
         return self._maps[location]
 
     def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        if index < 0:
+            index += len(self.infos)  # ds[-1] draws as ds[len - 1]
         info = self.infos[index]
         rng = self._rng(index)
         points = self._points(info)
