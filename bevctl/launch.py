@@ -23,6 +23,8 @@ from bevctl.errors import CheckFailed, UsageError
 
 TRAINER = ["-m", "model.train"]
 FINAL = ("finished", "stopped", "failed", "crashed")
+# The trainer process's own stdout/stderr (tracebacks land here); not *.log, which tools read as the mmcv log.
+CONSOLE = "console.out"
 
 
 @dataclasses.dataclass
@@ -105,9 +107,14 @@ def plan_start(
         phase.load_from = None
     chosen_where = _choose_where(phase, where)
     nproc = max(1, phase.launch.gpus)
+    if chosen_where == "container":
+        from bevctl import container
+
+        command = container.train_command(phase, run_name)
+    else:
+        command = trainer_command(phase, str(run_dir), nproc)
     plan = RunPlan(phase=phase, name=run_name, run_dir=run_dir, where=chosen_where, nproc=nproc,
-                   command=trainer_command(phase, _trainer_run_dir(phase, run_dir, chosen_where), nproc),
-                   resuming=resuming)
+                   command=command, resuming=resuming)
     if run_checks:
         plan.findings += _checkpoint_findings(plan)
         plan.findings += _pretrained_findings(plan)
@@ -147,20 +154,14 @@ def _choose_where(phase: Any, where: str | None) -> str:
     try:
         from bevctl import container
 
-        return "container" if container.image_status(phase.container.image).get("present") else "local"
+        return "container" if container.image_status(phase.container.image) in ("present", "stale") else "local"
     except Exception:
         return "local"
 
 
-def _trainer_run_dir(phase: Any, run_dir: Path, where: str) -> str:
-    if where == "container":
-        return f"{phase.container.runs_mount.rstrip('/')}/{run_dir.name}"
-    return str(run_dir)
-
-
 def trainer_command(phase: Any, run_dir: str, nproc: int, python: str | None = None) -> list[str]:
     """The trainer under torchrun (several processes or nodes) or as one plain process."""
-    python = python or (sys.executable if phase.launch.where != "container" else "python")
+    python = python or sys.executable
     launch = phase.launch
     if nproc == 1 and launch.nnodes == 1:
         return [python, *TRAINER, "--run-dir", run_dir]
@@ -240,7 +241,7 @@ def _environment_findings(plan: RunPlan) -> list[Finding]:
         from bevctl import doctor
     except ImportError:
         return []
-    report = doctor.run_checks(plan.phase, categories=_doctor_categories(plan))
+    report = doctor.run_checks(plan.phase, categories=_doctor_categories(plan), where=plan.where)
     findings = []
     for result in report.results:
         if result.status in ("fail", "warn"):
@@ -251,7 +252,8 @@ def _environment_findings(plan: RunPlan) -> list[Finding]:
 
 
 def _doctor_categories(plan: RunPlan) -> list[str]:
-    return ["docker"] if plan.where == "container" else ["python", "launcher", "disk"]
+    # Data and weights are checked above; inside a container the image brings python and the launcher.
+    return ["docker", "disk"] if plan.where == "container" else ["python", "gpu", "launcher", "disk"]
 
 
 def matches_any(key: str, globs: list[str]) -> bool:
@@ -287,7 +289,7 @@ def launch(plan: RunPlan, command_line: list[str]) -> dict[str, Any]:
 
 
 def _launch_local(plan: RunPlan) -> dict[str, Any]:
-    out = open(plan.run_dir / "stdout.log", "ab")
+    out = open(plan.run_dir / CONSOLE, "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     project = _project_root()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(project), env.get("PYTHONPATH", "")) if p)
@@ -303,7 +305,12 @@ def _launch_local(plan: RunPlan) -> dict[str, Any]:
 def _launch_container(plan: RunPlan) -> dict[str, Any]:
     from bevctl import container
 
-    container_id = container.run_training(plan.phase, plan.command, run_name=plan.name, run_dir=plan.run_dir)
+    phase = plan.phase
+    container.require_image(phase.container.image)
+    # Not the default `bevfusion` name: that one is the interactive container of `bevctl shell`.
+    spec = container.run_spec(phase, plan.command, run_name=plan.name, name=f"{phase.container.name}-{plan.name}",
+                              runs_dir=plan.run_dir.parent.resolve(), network_mode=phase.container.network)
+    container_id = container.run_detached(spec)
     return runs.update_manifest(plan.run_dir, container_id=container_id, status="running", where="container")
 
 
@@ -327,6 +334,9 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     """Name, phase, honest status, progress and last loss of one run directory."""
     manifest = runs.read_manifest(run_dir) or {}
     last_train, run_end, last_ckpt = _tail_events(run_dir / runs.EVENTS)
+    started = manifest.get("started_at")
+    if run_end and isinstance(started, (int, float)) and run_end.get("time", 0) < started:
+        run_end = {}  # the end of an earlier attempt; this one (resumed) has not written its run_start yet
     status = manifest.get("status") or ("finished" if run_end else "unknown")
     exit_code = manifest.get("exit_code")
     if run_end:
@@ -336,6 +346,8 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
         alive = _alive(manifest)
         if alive is False:
             status = "crashed"
+            if exit_code is None and manifest.get("where") == "container":
+                exit_code = _container_exit_code(manifest.get("container_id"))
     info = {
         "name": manifest.get("name", run_dir.name),
         "run_dir": str(run_dir),
@@ -365,16 +377,25 @@ def _alive(manifest: dict[str, Any]) -> bool | None:
         try:
             from bevctl import container
 
-            state = container.container_state(manifest["container_id"])
-        except Exception:
-            return None
-        if state is None:
+            state = container.state(manifest["container_id"])
+        except UsageError:  # no such container any more
             return False
-        return state.get("running", False)
+        except Exception:  # docker unreachable: we cannot tell
+            return None
+        return state.get("status") in ("running", "restarting", "paused", "created")
     pid = manifest.get("pid")
     if not pid or manifest.get("host") not in (None, socket.gethostname()):
         return None
     return pid_alive(int(pid))
+
+
+def _container_exit_code(container_id: str | None) -> int | None:
+    try:
+        from bevctl import container
+
+        return container.state(container_id)["exit_code"]
+    except Exception:
+        return None
 
 
 def pid_alive(pid: int) -> bool:
@@ -421,8 +442,11 @@ def _tail_events(path: Path, chunk: int = 256 * 1024) -> tuple[dict, dict, dict]
 
 
 def last_log_lines(run_dir: Path, count: int = 5) -> list[str]:
+    """The last lines of the trainer's console (a traceback, usually), else of the text log."""
     logs = sorted(run_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(logs):
+    for path in [run_dir / CONSOLE, *reversed(logs)]:
+        if not path.is_file():
+            continue
         lines = path.read_text(errors="replace").splitlines()
         if lines:
             return lines[-count:]
@@ -444,7 +468,9 @@ def stop_run(run_dir: Path, grace: float | None = None) -> dict[str, Any]:
     if manifest.get("where") == "container" and manifest.get("container_id"):
         from bevctl import container
 
-        container.signal_container(manifest["container_id"], "SIGTERM")
+        # SIGTERM to tini (PID 1), which forwards it; docker sends SIGKILL only after the grace period.
+        container.stop(manifest["container_id"], int(grace))
+        return describe_run(run_dir)
     else:
         pid = manifest.get("pid")
         if not pid or manifest.get("host") not in (None, socket.gethostname()):

@@ -93,6 +93,7 @@ class ContainerSpec(_Strict):
     ipc_host: bool = False
     dataset_mount: str = "/data/nuscenes"
     runs_mount: str = "/workspace/bevfusion/runs"
+    network: Optional[str] = None  # docker network mode: default bridge; "host" for multi-node NCCL; "none"
 
 
 class RunSpec(_Strict):

@@ -134,7 +134,7 @@ def build_parts(phase, info: DistInfo) -> Parts:
     cfg = get_config(phase.model.config, gca=phase.model.gca, heads=tuple(phase.model.heads))
     model = build_model(cfg, device="cpu")
     prepare_data(phase, cfg, info)
-    train_set = data_pkg.build_dataset(cfg, phase.data, split=phase.data.train_split, train=True)
+    train_set = data_pkg.build_dataset(cfg, phase.data, split=phase.data.train_split, train=True, seed=phase.train.seed)
     val_set = data_pkg.build_dataset(cfg, phase.data, split=phase.data.val_split, train=False)
     from model.evaluate import evaluate
 

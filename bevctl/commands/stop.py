@@ -24,7 +24,7 @@ def stop(
         print_json({"schema": 1, **info})
     if info["status"] not in launch.FINAL:
         raise CheckFailed(f"run {info['name']} is still running after the grace period",
-                          fix=f"look at {run_dir}/stdout.log; kill it by hand if it hangs")
+                          fix=f"look at {run_dir}/console.out; kill it by hand if it hangs")
     if not json_out:
         ckpt = info.get("last_checkpoint") or "none"
         err().print(f"run [bold]{info['name']}[/] {info['status']} (exit code {info.get('exit_code')}); last checkpoint: {ckpt}")
