@@ -7,6 +7,8 @@ built live on the meta device (a model-config YAML, or `--live`).
 
 from __future__ import annotations
 
+import math
+
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -29,10 +31,7 @@ class ModelKey:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass

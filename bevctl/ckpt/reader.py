@@ -9,6 +9,8 @@ with the full list of offending names (a `--trust` load with torch is the explic
 
 from __future__ import annotations
 
+import math
+
 import collections
 import io
 import pickle
@@ -66,10 +68,7 @@ class TensorInfo:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass

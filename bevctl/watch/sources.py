@@ -68,6 +68,21 @@ class Parser:
     def feed(self, lines: list[str]) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def _json_objects(self, lines: list[str]):
+        """The JSON objects among `lines`; anything else non-blank counts as garbage."""
+        for line in lines:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                yield data
+            else:
+                self.garbage += 1
+
 
 class EventsParser(Parser):
     """Our events.jsonl, read through the run contract."""
@@ -368,18 +383,7 @@ class MmcvJsonParser(Parser):
 
     def feed(self, lines: list[str]) -> list[dict[str, Any]]:
         out = []
-        for line in lines:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError:
-                self.garbage += 1
-                continue
-            if not isinstance(data, dict):
-                self.garbage += 1
-                continue
+        for data in self._json_objects(lines):
             mode = data.pop("mode", None)
             if mode == "train":
                 data["step_time"] = data.pop("time", None)
@@ -405,18 +409,7 @@ class MmengineScalarsParser(Parser):
 
     def feed(self, lines: list[str]) -> list[dict[str, Any]]:
         out = []
-        for line in lines:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError:
-                self.garbage += 1
-                continue
-            if not isinstance(data, dict):
-                self.garbage += 1
-                continue
+        for data in self._json_objects(lines):
             if "lr" in data or "loss" in data:
                 data["step_time"] = data.pop("time", None)
                 data["kind"] = "train"
