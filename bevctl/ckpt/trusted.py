@@ -30,14 +30,18 @@ def load_with_torch(path: Path, trusted: bool) -> Loaded:
         )
     import torch
 
-    kwargs: dict[str, Any] = {"map_location": "cpu", "weights_only": not trusted}
+    def load(**kwargs: Any) -> Any:
+        if trusted:  # only with an explicit --trust: the user vouches for the file, its pickle runs as code
+            return torch.load(str(path), map_location="cpu", weights_only=False, **kwargs)
+        return torch.load(str(path), map_location="cpu", weights_only=True, **kwargs)
+
     try:
         try:
-            obj = torch.load(str(path), mmap=True, **kwargs)
+            obj = load(mmap=True)
         except RuntimeError as exc:
             if "mmap" not in str(exc):
                 raise
-            obj = torch.load(str(path), **kwargs)
+            obj = load()
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files; all are "unreadable"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         fix = None if trusted else "if you trust the file's origin, re-run with --trust"
