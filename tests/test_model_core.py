@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import math
 
 import pytest
@@ -399,6 +400,10 @@ def test_original_layout_checkpoint_round_trip():
     original = {k: (to_spconv1_weight(v) if v.dim() == 5 else v) for k, v in sd.items()}
     assert any(v.dim() == 5 and v.shape != sd[k].shape for k, v in original.items())
     converted = convert_spconv1_state_dict(original, {k: tuple(v.shape) for k, v in sd.items()})
+    # A saved state dict carries its modules' versions. Without them, mmdet3d's spconv patch (active once the
+    # equivalence tests have imported mmdet3d in this process) would permute the kernels a second time.
+    converted = collections.OrderedDict(converted)
+    converted._metadata = sd._metadata
     fresh = build_model(get_config("tiny"))
     fresh.load_state_dict(converted, strict=True)
     for k, v in fresh.state_dict().items():
