@@ -42,7 +42,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,15 +173,9 @@ def build_inputs_hash(root: Optional[Path] = None) -> str:
 
 def git_commit(root: Optional[Path] = None) -> str:
     """The checkout's commit, with `-dirty` when tracked files changed; "unknown" outside git."""
-    root = root or project_root()
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=root, capture_output=True, timeout=10)
-        return head.stdout.strip() + ("-dirty" if dirty.returncode == 1 else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    from bevctl import gitinfo
+
+    return gitinfo.commit(root or project_root()) or "unknown"
 
 
 def image_labels(root: Optional[Path] = None) -> dict[str, str]:
@@ -607,19 +600,11 @@ def _ulimits() -> list[Ulimit]:
 def train_command(phase: Union["Phase", str], run_name: str) -> list[str]:
     """The trainer as the container's main process: `python -m model.train --run-dir <runs_mount>/<run_name>`, or
     under torchrun for several GPUs or nodes (the run directory then lives in the host's runs folder)."""
+    from bevctl.launch import trainer_command
+
     phase = _load_phase(phase)
     run_dir = f"{phase.container.runs_mount}/{run_name}"
-    launch = phase.launch
-    if launch.gpus <= 1 and launch.nnodes == 1:
-        return ["python", "-m", "model.train", "--run-dir", run_dir]
-    argv = ["torchrun", f"--nproc-per-node={max(1, launch.gpus)}"]
-    if launch.nnodes == 1:
-        argv.append("--standalone")
-    else:
-        argv += [f"--nnodes={launch.nnodes}", f"--node-rank={launch.node_rank}", "--rdzv-backend=c10d"]
-        if launch.rdzv_endpoint:
-            argv.append(f"--rdzv-endpoint={launch.rdzv_endpoint}")
-    return argv + ["-m", "model.train", "--run-dir", run_dir]
+    return trainer_command(phase, run_dir, max(1, phase.launch.gpus), python="python", torchrun=["torchrun"])
 
 
 def docker_run_cmd(spec: dict) -> list[str]:

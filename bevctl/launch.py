@@ -7,7 +7,6 @@ Nothing here imports torch: the trainer runs in its own process (or container).
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import os
 import shlex
 import signal
@@ -18,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bevctl import runs
-from bevctl.errors import CheckFailed, UsageError
+from bevctl import gitinfo, runs
+from bevctl.errors import UsageError
 
 TRAINER = ["-m", "model.train"]
 FINAL = ("finished", "stopped", "failed", "crashed")
@@ -47,6 +46,7 @@ class RunPlan:
     findings: list[Finding] = dataclasses.field(default_factory=list)
     new_params: dict[str, int] = dataclasses.field(default_factory=dict)
     kept_params: int = 0
+    load_report: Any = None  # bevctl.ckpt's report on load_from, shared by the preflight checks
 
     def failures(self) -> list[Finding]:
         return [f for f in self.findings if f.status == "fail"]
@@ -159,15 +159,19 @@ def _choose_where(phase: Any, where: str | None) -> str:
         return "local"
 
 
-def trainer_command(phase: Any, run_dir: str, nproc: int, python: str | None = None) -> list[str]:
-    """The trainer under torchrun (several processes or nodes) or as one plain process."""
+def trainer_command(phase: Any, run_dir: str, nproc: int, python: str | None = None,
+                    torchrun: list[str] | None = None) -> list[str]:
+    """The trainer under torchrun (several processes or nodes) or as one plain process. `torchrun` is the launcher
+    prefix: `python -m torch.distributed.run` of this interpreter by default, `torchrun` inside the image."""
     python = python or sys.executable
     launch = phase.launch
     if nproc == 1 and launch.nnodes == 1:
         return [python, *TRAINER, "--run-dir", run_dir]
-    cmd = [python, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={launch.nnodes}"]
+    cmd = [*(torchrun or [python, "-m", "torch.distributed.run"]), f"--nproc-per-node={nproc}", f"--nnodes={launch.nnodes}"]
     if launch.nnodes > 1:
-        cmd += [f"--node-rank={launch.node_rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint={launch.rdzv_endpoint}"]
+        cmd += [f"--node-rank={launch.node_rank}", "--rdzv-backend=c10d"]
+        if launch.rdzv_endpoint:
+            cmd.append(f"--rdzv-endpoint={launch.rdzv_endpoint}")
     else:
         cmd += ["--standalone"]
     return cmd + [*TRAINER, "--run-dir", run_dir]
@@ -181,9 +185,7 @@ def _checkpoint_findings(plan: RunPlan) -> list[Finding]:
     if not path.is_file():
         return [Finding("fail", "load_from", f"{phase.load_from} not found",
                         "train the earlier phase first, or fix load_from (--set load_from=PATH)")]
-    from bevctl import ckpt
-
-    report = ckpt.check(path, phase=phase)
+    report = _load_report(plan)
     plan.kept_params = report.summary.get("matched_params", 0)
     plan.new_params = {g.name: g.missing_params for g in report.groups if g.missing_params}
     if report.ok:
@@ -193,6 +195,15 @@ def _checkpoint_findings(plan: RunPlan) -> list[Finding]:
             detail += f"; expected missing: {', '.join(missing)}"
         return [Finding("ok", "load_from", f"{phase.load_from}: {detail}")]
     return [Finding("fail", "load_from", f"{phase.load_from}: {report.headline()}", report.fix() or "")]
+
+
+def _load_report(plan: RunPlan) -> Any:
+    """`bevctl.ckpt`'s report on load_from under the phase's expectations, computed once per plan."""
+    if plan.load_report is None:
+        from bevctl import ckpt
+
+        plan.load_report = ckpt.check(Path(plan.phase.load_from), phase=plan.phase)
+    return plan.load_report
 
 
 def _pretrained_findings(plan: RunPlan) -> list[Finding]:
@@ -216,9 +227,7 @@ def _covered_prefixes(plan: RunPlan) -> list[str]:
         return ["encoders", "fuser", "decoder", "heads", "task_gca"]
     if not plan.phase.load_from or not Path(plan.phase.load_from).is_file():
         return []
-    from bevctl import ckpt
-
-    report = ckpt.check(Path(plan.phase.load_from), phase=plan.phase)
+    report = _load_report(plan)
     return [g.name for g in report.groups if g.matched_keys and not g.missing_keys and not g.mismatched_keys]
 
 
@@ -256,10 +265,6 @@ def _doctor_categories(plan: RunPlan) -> list[str]:
     return ["docker", "disk"] if plan.where == "container" else ["python", "gpu", "launcher", "disk"]
 
 
-def matches_any(key: str, globs: list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(key, g) for g in globs)
-
-
 # --------------------------------------------------------------------------------------------- launch
 
 
@@ -269,7 +274,7 @@ def prepare_run_dir(plan: RunPlan, command_line: list[str]) -> dict[str, Any]:
     previous = runs.read_manifest(plan.run_dir) if plan.resuming else None
     manifest = runs.new_manifest(
         plan.name, plan.phase.name, config,
-        command=plan.command, bevctl_command=command_line, where=plan.where, git_commit=git_commit(),
+        command=plan.command, bevctl_command=command_line, where=plan.where, git_commit=gitinfo.commit(_project_root()),
         image=plan.phase.container.image if plan.where == "container" else None,
         nproc_per_node=plan.nproc, nnodes=plan.phase.launch.nnodes,
     )
@@ -312,15 +317,6 @@ def _launch_container(plan: RunPlan) -> dict[str, Any]:
                               runs_dir=plan.run_dir.parent.resolve(), network_mode=phase.container.network)
     container_id = container.run_detached(spec)
     return runs.update_manifest(plan.run_dir, container_id=container_id, status="running", where="container")
-
-
-def git_commit() -> str | None:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=_project_root())
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 def _project_root() -> Path:

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT, run_cli
+from tests.docker_engine import bevctl_test_image, docker_base, docker_engine  # noqa: F401  (fixtures)
 
 FAST = ["--set", "train.eval_interval=0", "--set", "train.log_interval=1", "--set", "data.workers=0"]
 
@@ -144,5 +145,3 @@ def test_start_in_a_container_fills_the_host_run_dir(tmp_path, synth, docker_eng
     listed = runs_json(tmp_path)["dc"]
     assert listed["status"] == "finished" and listed["where"] == "container"
 
-
-from tests.docker_engine import bevctl_test_image, docker_base, docker_engine  # noqa: E402,F401  (fixtures)
