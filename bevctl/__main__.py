@@ -1,3 +1,3 @@
-from bevctl.cli import main
+from bevctl.entry import main
 
 main()

@@ -13,7 +13,7 @@ import typer
 
 from bevctl import __version__
 from bevctl.commands import build, check_ckpt, data, doctor, runs_cmd, shell, start, stop, watch
-from bevctl.errors import BevctlError
+from bevctl.entry import guarded
 
 EXIT_CODES = "Exit codes: 0 ok, 1 check failed, 2 usage or input error, 3 environment unusable."
 
@@ -57,24 +57,10 @@ app.add_typer(data.app, name="data")
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Console entry point: user errors become one line and an exit code, never a traceback."""
-    debug = "--debug" in (argv if argv is not None else sys.argv) or bool(os.environ.get("BEVCTL_DEBUG"))
-    try:
-        app(args=argv, prog_name="bevctl")
-    except BevctlError as exc:
-        from bevctl.console import error_line
-
-        error_line(exc.one_line())
-        sys.exit(exc.code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:  # an unexpected failure: one line unless --debug asks for the traceback
-        if debug:
-            raise
-        from bevctl.console import error_line
-
-        error_line(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
-        sys.exit(1)
+    """Run the Typer app (bevctl/entry.py is the console entry point and calls this)."""
+    if "--debug" in (argv if argv is not None else sys.argv):
+        os.environ["BEVCTL_DEBUG"] = "1"  # before parsing: an error while parsing should show its traceback too
+    guarded(lambda: app(args=argv, prog_name="bevctl"))
 
 
 if __name__ == "__main__":

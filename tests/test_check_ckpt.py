@@ -394,7 +394,7 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Block())
-from bevctl.cli import main
+from bevctl.entry import main
 
 codes = []
 for argv in json.loads(sys.argv[1]):
@@ -518,3 +518,86 @@ def test_heads_subset_drops_the_other_head(files):
     groups = {g.name: g for g in report.groups}
     assert report.ok and groups["heads.map"].verdict == "unused" and not groups["heads.map"].in_model
     assert "task_gca.map" in groups and not groups["task_gca.map"].in_model
+
+
+# ------------------------------------------------------------------------ the fast entry path (bevctl/entry.py)
+
+
+def test_fast_entry_options_are_the_typer_commands_options():
+    """bevctl/entry.py parses check-ckpt without Typer; its option tables must be exactly the Typer command's."""
+    import typer.main
+
+    from bevctl import entry
+    from bevctl.cli import app
+
+    command = typer.main.get_command(app).commands["check-ckpt"]
+    flags, values, lists, arguments = {}, {}, {}, []
+    for param in command.params:
+        if param.param_type_name == "argument":
+            arguments.append(param.name)
+            continue
+        for opt in param.opts:
+            if opt in ("-h", "--help"):
+                continue
+            table = flags if param.is_flag else lists if param.multiple else values
+            table[opt] = param.name
+    assert flags == entry.CHECK_CKPT_FLAGS
+    assert values == entry.CHECK_CKPT_VALUES
+    assert lists == entry.CHECK_CKPT_LISTS
+    assert arguments == ["checkpoint"]
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["runs/p3/epoch_5.pth"],
+    ["e.pth", "--phase", "phase4a"],
+    ["--model-config=full", "e.pth", "--gca", "task", "--json"],
+    ["e.pth", "--expect-missing", "task_gca.*", "--expect-missing=heads.map.*", "--allow-unexpected", "x.*"],
+    ["e.pth", "--remap", r"^backbone\.=encoders.camera.backbone.", "--remap", "a=b", "--mmdet3d", "--live", "--trust"],
+    ["e.pth", "--expect-missing", "-weird-glob"],
+])
+def test_fast_entry_parses_like_typer(argv, monkeypatch):
+    import inspect
+
+    import bevctl.ckpt.command as command
+    from bevctl import entry
+    from bevctl.cli import main
+
+    seen, signature = {}, inspect.signature(command.run_check_ckpt)
+
+    def record(*args, **kwargs):
+        seen.update(signature.bind(*args, **kwargs).arguments)
+        return 0
+
+    monkeypatch.setattr(command, "run_check_ckpt", record)
+    with pytest.raises(SystemExit) as exc:
+        main(["check-ckpt", *argv])
+    assert exc.value.code == 0
+    fast = entry.parse_check_ckpt(argv)
+    assert fast == seen
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["e.pth", "--model-confg", "x"], ["a.pth", "b.pth"],
+                                  ["e.pth", "--phase"], ["e.pth", "--json=yes"], ["e.pth", "--", "x"]])
+def test_fast_entry_leaves_help_and_mistakes_to_typer(argv):
+    from bevctl import entry
+
+    assert entry.parse_check_ckpt(argv) is None
+
+
+def test_fast_entry_runs_the_check_without_typer_or_pydantic(files):
+    code = ("import sys\nfrom bevctl.entry import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as exc:\n    print('CODE', exc.code)\n"
+            "print('LOADED', sorted(m for m in ('typer', 'pydantic', 'torch') if m in sys.modules))\n")
+    argv = ["check-ckpt", str(files["epoch5"]), "--model-config", str(files["task"])]
+    result = subprocess.run([sys.executable, "-c", code, *argv, "--expect-missing", "task_gca.*"],
+                            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "NO_COLOR": "1"})
+    assert "CODE 0" in result.stdout and "LOADED []" in result.stdout, result.stdout + result.stderr
+    assert "compatible" in result.stdout
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "NO_COLOR": "1"})
+    assert "CODE 1" in result.stdout and "--expect-missing 'task_gca.*'" in result.stdout
+    result = subprocess.run([sys.executable, "-c", code, "check-ckpt", str(files["text"]), "--model-config",
+                             str(files["task"])], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "NO_COLOR": "1"})
+    assert "CODE 2" in result.stdout and "not a checkpoint" in result.stderr and "Traceback" not in result.stderr

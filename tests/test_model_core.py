@@ -202,6 +202,62 @@ def test_bev_pool_multi_z_layout_and_grad():
     assert torch.autograd.gradcheck(lambda f: bev_pool(f, geom[:, :200], bx, dx, nx), (f64,), eps=1e-6)
 
 
+def _cell_index_int64(geom, bx, dx, nx):
+    """The original's steps in int64: quantise with .long(), range-check, flatten (b, z, x, y)."""
+    B = geom.shape[0]
+    X, Y, Z = (int(v) for v in nx.tolist())
+    g = ((geom.reshape(B, -1, 3) - (bx - dx / 2.0)) / dx).long()
+    inside = ((g >= 0) & (g < nx)).all(-1)
+    idx = ((torch.arange(B).view(B, 1) * Z + g[..., 2]) * X + g[..., 0]) * Y + g[..., 1]
+    return torch.where(inside, idx, B * X * Y * Z).reshape(-1)
+
+
+@pytest.mark.parametrize("nx", [(40, 40, 1), (40, 40, 3), (3000, 3000, 2)])  # the last needs float64 indices
+def test_cell_index_matches_int64_quantisation_at_the_edges(nx):
+    from model.ops.bev_pool import cell_index
+
+    nx = torch.tensor(nx)
+    dx, bx = torch.tensor([0.5, 0.5, 10.0]), torch.tensor([-9.75, -9.75, -10.0])
+    lo, hi = bx - dx / 2, bx - dx / 2 + dx * nx
+    g = torch.Generator().manual_seed(3)
+    geom = lo + (torch.rand(3, 4000, 3, generator=g) * 1.2 - 0.1) * (hi - lo)
+    # exactly on the boundaries: one cell below the lower edge truncates to cell 0; the upper edge is outside
+    edges = torch.stack([lo - dx, lo - dx * 0.99, lo, hi - 1e-3, hi, hi + dx]).repeat(3, 1, 1)
+    geom = torch.cat([geom, edges], 1)
+    got = cell_index(geom, bx, dx, nx)
+    assert got.dtype == torch.int64 and torch.equal(got, _cell_index_int64(geom, bx, dx, nx))
+    assert torch.equal(cell_index(geom, bx, dx, nx, torch.int32).long(), got)
+    assert geom.shape == (3, 4006, 3)  # not modified in place
+
+
+def test_bev_pool_cpu_and_device_paths_agree(monkeypatch):
+    """The CPU path (sort + embedding_bag) and the CUDA path (index_add_ / CSR products, forced here on CPU)
+    give the same pooled maps and gradients."""
+    import model.ops.bev_pool as bp
+
+    g = torch.Generator().manual_seed(7)
+    B, N, D, H, W, C = 2, 2, 6, 3, 5, 4
+    bx, dx, nx = torch.tensor([-9.75, -9.75, -10.0]), torch.tensor([0.5, 0.5, 10.0]), torch.tensor([40, 40, 2])
+    geom = (torch.rand(B, N, D, H, W, 3, generator=g) - 0.5) * torch.tensor([8.0, 8.0, 30.0])
+    depth = torch.rand(B, N, D, H, W, generator=g)
+    context = torch.randn(B, N, C, H, W, generator=g)
+    feats = torch.randn(B, N, D, H, W, C, generator=g)
+    grad = torch.randn(B, C * 2, 40, 40, generator=g)
+
+    def run():
+        d, c, f = (t.clone().requires_grad_() for t in (depth, context, feats))
+        lifted, pooled = bp.bev_pool_lift(d, c, geom, bx, dx, nx), bp.bev_pool(f, geom, bx, dx, nx)
+        ((lifted + pooled) * grad).sum().backward()
+        return lifted, pooled, d.grad, c.grad, f.grad
+
+    fast = run()
+    monkeypatch.setattr(bp, "_cpu_fast", lambda t: False)
+    slow = run()
+    assert (fast[0] != 0).any() and (fast[1] != 0).any()
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_vtransform_geometry_round_trip():
     """Frustum points projected back through lidar2image (and the image aug) land on their pixel and depth."""
     from model.camera.vtransform import DepthLSSTransform

@@ -37,27 +37,9 @@ def check_ckpt(
 
     Example: bevctl check-ckpt runs/phase3/epoch_5.pth --phase phase4a
     """
-    from bevctl.ckpt import check
-    from bevctl.console import err, print_json
-    from bevctl.errors import BevctlError, UsageError
+    from bevctl.ckpt.command import run_check_ckpt
 
-    if trust:
-        err().print("[bold yellow]warning:[/] --trust: loading with torch.load(weights_only=False); "
-                    "the checkpoint's pickle can run arbitrary code", soft_wrap=True)
-    try:
-        if gca is not None and gca not in ("none", "shared", "task"):
-            raise UsageError(f"--gca {gca!r} is not a GCA mode", fix="use none, shared or task")
-        report = check(
-            checkpoint, phase=phase, model_config=model_config, gca=gca, expect_missing=expect_missing,
-            allow_unexpected=allow_unexpected, remap=remap, mmdet3d=mmdet3d, trust=trust, live=live,
-        )
-    except BevctlError as exc:
-        if json_out:
-            print_json({"schema": 1, "ok": False, "exit_code": exc.code, "error": exc.message, "fix": exc.fix})
-        raise
-    if json_out:
-        print_json(report.to_json())
-    else:
-        report.render()
-    if report.exit_code:
-        raise typer.Exit(report.exit_code)
+    code = run_check_ckpt(checkpoint, phase, model_config, gca, expect_missing, allow_unexpected, remap, mmdet3d,
+                          live, trust, json_out)
+    if code:
+        raise typer.Exit(code)

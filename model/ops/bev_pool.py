@@ -1,14 +1,16 @@
 """BEV pooling: sum camera-frustum features into BEV cells, in pure torch.
 
 The original (`mmdet3d/ops/bev_pool`) sorts points by cell and lets one CUDA thread reduce each run of equal cells
-("interval reduction"). Sorting is only needed because that kernel avoids atomics; `index_add_` is a scatter-add
-that PyTorch runs with atomics on GPU and as one linear pass on CPU, so we skip the sort entirely:
+("interval reduction"). We keep the idea where it pays and drop it where it does not:
 
-    cell = flat (b, z, x, y) index of every point; points outside the grid go to one extra dump row
-    out[cell] += feats   (forward)          grad_feats = grad_out[cell]   (backward)
+    cell = flat (b, z, x, y) index of every point; points outside the grid go to one extra dump cell
+    CUDA: out[cell] += feats with `index_add_` (atomics; no sort needed)
+    CPU:  argsort the int32 cells, then `embedding_bag(mode="sum")` reduces each run of equal cells; PyTorch's CPU
+          embedding_bag is a vectorised, multi-threaded segment sum, about 2x faster than `index_add_`, whose CPU
+          kernel dispatches one small add per point. The dump cell sorts last and is simply not a bag.
+    backward: grad_feats = grad_out[cell] (a gather; no sort)
 
-Sending out-of-grid points to a dump row instead of masking them avoids copying the (large) feature tensor.
-The autograd function keeps only the int64 cell index for backward, not the features.
+The autograd functions keep only the int cell index for backward, never the features.
 """
 
 from __future__ import annotations
@@ -16,31 +18,61 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 
 
-def cell_index(geom: torch.Tensor, bx: torch.Tensor, dx: torch.Tensor, nx: torch.Tensor) -> torch.Tensor:
-    """Flat index (b, z, x, y) of each point's BEV cell, or B*Z*X*Y (the dump row) when outside the grid.
+def cell_index(geom: torch.Tensor, bx: torch.Tensor, dx: torch.Tensor, nx: torch.Tensor,
+               dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """Flat index (b, z, x, y) of each point's BEV cell, or B*Z*X*Y (the dump cell) when outside the grid.
 
     geom: [B, ..., 3] xyz in the LiDAR frame; bx: centre of the first cell; dx: cell size; nx: cells per axis.
     Quantisation truncates toward zero like the original `.long()`, so points within one cell below the lower
-    bound land in cell 0 exactly as they do there.
+    bound land in cell 0 exactly as they do there: trunc(u) >= 0 <=> u > -1, and trunc(u) < n <=> u < n.
+    The flat index is a float matmul of the truncated coordinates (exact: integers below 2^24, or float64),
+    in place where possible; this runs 3x faster than the same steps in int64.
     """
     B = geom.shape[0]
     X, Y, Z = (int(v) for v in nx.tolist())
-    g = ((geom.reshape(B, -1, 3) - (bx - dx / 2.0)) / dx).long()
-    gx, gy, gz = g.unbind(-1)
-    inside = (gx >= 0) & (gx < X) & (gy >= 0) & (gy < Y) & (gz >= 0) & (gz < Z)
-    b = torch.arange(B, device=geom.device).view(B, 1)
-    idx = ((b * Z + gz) * X + gx) * Y + gy
-    return torch.where(inside, idx, torch.full_like(idx, B * X * Y * Z)).reshape(-1)
+    dump = B * X * Y * Z
+    u = geom.reshape(B, -1, 3) - (bx - dx / 2.0)  # a new tensor: the in-place ops below never touch geom
+    u.div_(dx)
+    inside = (u > -1).all(-1)
+    inside &= (u < nx.to(u.dtype)).all(-1)
+    exact = torch.float32 if dump < 2 ** 24 else torch.float64
+    t = u.trunc_().to(exact)
+    idx = t @ torch.tensor([Y, 1, X * Y], dtype=exact, device=geom.device)
+    if B > 1:
+        idx += (torch.arange(B, dtype=exact, device=geom.device) * (X * Y * Z)).view(B, 1)
+    idx.masked_fill_(~inside, dump)
+    return idx.to(dtype).reshape(-1)
+
+
+def _segment_offsets(idx: torch.Tensor, n_cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The points inside the grid in cell order, and where each cell's run starts (n_cells + 1 entries)."""
+    order = torch.argsort(idx)
+    offsets = idx.new_zeros(n_cells + 1, dtype=torch.int64)
+    torch.cumsum(torch.bincount(idx, minlength=n_cells + 1)[:n_cells], 0, out=offsets[1:])
+    # the dump cell's points sort last; drop them rather than rely on include_last_offset to ignore them (torch
+    # 2.13's float64 embedding_bag adds them to the last bag, float32 does not)
+    return order[:int(offsets[-1])], offsets
+
+
+def _sorted_pool(order, offsets, table, weights=None):
+    return F.embedding_bag(order, table, offsets, mode="sum", per_sample_weights=weights, include_last_offset=True)
+
+
+def _cpu_fast(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
 class _ScatterSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, feats: torch.Tensor, idx: torch.Tensor, n_cells: int):
+        ctx.save_for_backward(idx)
+        if _cpu_fast(feats):
+            return _sorted_pool(*_segment_offsets(idx, n_cells), feats)
         out = feats.new_zeros(n_cells + 1, feats.shape[1])
         out.index_add_(0, idx, feats)
-        ctx.save_for_backward(idx)
         return out[:n_cells]
 
     @staticmethod
@@ -56,7 +88,7 @@ def bev_pool(feats: torch.Tensor, geom: torch.Tensor, bx: torch.Tensor, dx: torc
     z-major like the original's `cat(x.unbind(dim=2), 1)`)."""
     B, C = feats.shape[0], feats.shape[-1]
     X, Y, Z = (int(v) for v in nx.tolist())
-    idx = cell_index(geom, bx, dx, nx)
+    idx = cell_index(geom, bx, dx, nx, torch.int32 if B * Z * X * Y < 2 ** 31 - 1 else torch.int64)
     out = _ScatterSum.apply(feats.reshape(-1, C), idx, B * Z * X * Y)
     out = out.view(B, Z, X, Y, C).permute(0, 1, 4, 2, 3)  # B, Z, C, X, Y
     return out.reshape(B, Z * C, X, Y)
@@ -95,19 +127,24 @@ class _LiftSplat(torch.autograd.Function):
 
     The (pixel -> cell) association with depth-probability weights is a sparse matrix A^T [pixels, cells] whose rows
     are the D depth bins of a pixel (CSR with a fixed row pointer). Forward is context^T @ A^T; backward is
-    A^T @ grad (context) and grad . context sampled at A's pattern (depth). This never materialises the
-    [B, N, D, fH, fW, C] tensor (637 MB per sample at full size) nor its gradient.
+    A^T @ grad (context) and grad . context sampled at A's pattern (depth). On CPU the forward is instead a
+    depth-weighted embedding_bag over the points sorted by cell (4x faster than the CSR product there). Neither
+    materialises the [B, N, D, fH, fW, C] tensor (637 MB per sample at full size) nor its gradient.
     """
 
     @staticmethod
     def forward(ctx, depth_rows: torch.Tensor, context_rows: torch.Tensor, idx_rows: torch.Tensor, n_cells: int):
         P, D = depth_rows.shape
         crow = torch.arange(0, P * D + 1, D, device=depth_rows.device)
-        At = _csr(crow, idx_rows, depth_rows, n_cells + 1)
-        out_t = torch.mm(context_rows.t(), At)  # C, n_cells + 1
         ctx.save_for_backward(crow, idx_rows, depth_rows, context_rows)
-        ctx.n_cells = n_cells
-        return out_t[:, :n_cells]
+        if _cpu_fast(context_rows):
+            # each frustum point looks up its pixel's context row, weighted by its depth probability
+            small = torch.int32 if n_cells < 2 ** 31 - 1 else torch.int64  # int32 keys sort 2x faster
+            order, offsets = _segment_offsets(idx_rows.reshape(-1).to(small), n_cells)
+            pixel = torch.div(order, D, rounding_mode="floor")
+            return _sorted_pool(pixel, offsets, context_rows, depth_rows.reshape(-1)[order]).t()
+        At = _csr(crow, idx_rows, depth_rows, n_cells + 1)
+        return torch.mm(context_rows.t(), At)[:, :n_cells]  # C, n_cells
 
     @staticmethod
     def backward(ctx, grad_t):
@@ -115,7 +152,10 @@ class _LiftSplat(torch.autograd.Function):
         P, D = depth_rows.shape
         g = torch.cat([grad_t, grad_t.new_zeros(grad_t.shape[0], 1)], 1)  # C, n_cells + 1 (dump column: 0)
         grad_depth = grad_ctx = None
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and _cpu_fast(g):
+            # a pixel's D points are one bag in natural order: no sort needed (3x faster than the CSR product)
+            grad_ctx = _sorted_pool(idx_rows.reshape(-1), crow, g.t().contiguous(), depth_rows.reshape(-1))
+        elif ctx.needs_input_grad[1]:
             At = _csr(crow, idx_rows, depth_rows, g.shape[1])
             grad_ctx = torch.mm(At, g.t().contiguous())
         if ctx.needs_input_grad[0]:
