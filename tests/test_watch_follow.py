@@ -12,7 +12,7 @@ from pathlib import Path
 from bevctl import runs
 from bevctl.watch.follow import FileTail, Follower, Waker, filesystem_type
 from bevctl.watch.session import Session
-from bevctl.watch.sources import EventsParser, TextLogParser
+from bevctl.watch.sources import EventsParser, TextLogParser, number
 from tests.conftest import run_cli
 from tests.test_watch_fixtures import append, phase_config, train_event_line, write_run
 
@@ -73,12 +73,12 @@ def test_new_files_join_on_rescan(tmp_path):
     seen: list[dict] = []
     follower = Follower(run, seen.extend)
     follower.poll(force_scan=True)
-    assert [r["loss"] for r in seen if r["kind"] == "train"] == [3.0]
+    assert [number(r["loss"]) for r in seen if r["kind"] == "train"] == [3.0]  # text values stay strings
     (run / "20221018_090000.log").write_text(  # the run was resumed: a new log file
         "2022-10-18 09:10:44,756 - mmdet3d - INFO - Epoch [2][50/100]\tlr: 2.0e-04, eta: 0:05:00, time: 1.0, "
         "data_time: 0.1, memory: 100, loss: 2.0000\n")
     follower.poll(force_scan=True)
-    assert [r["loss"] for r in seen if r["kind"] == "train"] == [3.0, 2.0]
+    assert [number(r["loss"]) for r in seen if r["kind"] == "train"] == [3.0, 2.0]
     follower.close()
 
 

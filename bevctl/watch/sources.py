@@ -144,22 +144,6 @@ _MISSING_HEADS = (
 _KEY_LINE = re.compile(r"[\w.\-]+(?:\.\*)?(?:\s*,\s*[\w.\-]+(?:\.\*)?)*,?")
 
 
-def _as_json_object(body: str) -> str:
-    """`lr: 2.000e-04, eta: 1 day, 2:03:04, time: 2.345, loss: nan` -> `{"lr": 2.000e-04, "time": 2.345, ...}`."""
-    start = body.find("eta: ")
-    if start >= 0:  # the only value with ", " and ":" inside
-        end = body.find(", ", body.find(":", start + 5) + 1)
-        body = body[:start] + body[end + 2:] if end > 0 else body[:start].rstrip(", ")
-    body = body.rstrip()
-    return '{"' + body.replace(": ", '": ').replace(", ", ', "') + "}"
-
-
-def _non_finite_as_json(text: str) -> str:
-    """Python prints `nan`/`inf`; JSON (as Python reads it) wants `NaN`/`Infinity`. Only for lines that failed to
-    decode, so the common case does not pay for two more scans."""
-    return text.replace(": nan", ": NaN").replace(": -inf", ": -Infinity").replace(": inf", ": Infinity")
-
-
 def eta_of(line: str) -> str | None:
     match = _ETA.search(line)
     return match.group(1) if match else None
@@ -169,17 +153,17 @@ class _Clock:
     """Log timestamps to unix seconds; one `mktime` per distinct minute keeps long logs fast."""
 
     def __init__(self) -> None:
-        self._minute: dict[str, float] = {}
+        self.minutes: dict[str, float] = {}
 
     def at(self, minute: str, seconds: str, millis: str = "0") -> float:
-        base = self._minute.get(minute)
+        base = self.minutes.get(minute)
         if base is None:
             fmt = "%Y-%m-%d %H:%M" if "-" in minute else "%Y/%m/%d %H:%M"
             try:
                 base = _time.mktime(_time.strptime(minute, fmt))
             except ValueError:
                 base = 0.0
-            self._minute[minute] = base
+            self.minutes[minute] = base
         return base + int(seconds) + int(millis) / 1000.0
 
 
@@ -201,21 +185,23 @@ class TextLogParser(Parser):
 
     def feed(self, lines: list[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        pending: list[tuple[int, str, str]] = []  # (place in out, the line as a JSON object, the line)
         mmcv_head = _MMCV_HEAD.match
+        train_record = self._train_record
+        skip_train = self.verification_only
+        last_record = last_line = None
         for line in lines:
             # The hot path, nearly every line of a long log: an mmcv train line, found without a regex.
             at = line.find(" - Epoch [", 23, 80)
             if at > 0:
-                self._in_missing = False
-                if self.verification_only:
+                self._in_missing = False  # a train line ends a multi-line list of missing keys
+                if skip_train:
                     continue
-                text = self._train_json(line, at)
-                if text is None:
+                record = train_record(line, at)
+                if record is None:
                     self.garbage += 1
                 else:
-                    pending.append((len(out), text, line))
-                    out.append(None)  # type: ignore[arg-type]  # filled in below, by one JSON decode
+                    out.append(record)
+                    last_record, last_line = record, line
                 continue
             head = mmcv_head(line)
             if head is not None:
@@ -232,54 +218,44 @@ class TextLogParser(Parser):
             record = self._message(message, when, continuation=head is None)
             if record is not None:
                 out.append(record)
-        if pending:
-            self._fill_train(out, pending)
-            out = [r for r in out if r is not None]
-            last = next((r for r in reversed(out) if r.get("kind") == "train"), None)
-            if last is not None:  # only the newest eta is ever shown
-                last["eta"] = eta_of(pending[-1][2])
+        if last_record is not None:  # only the newest eta is ever shown
+            last_record["eta"] = eta_of(last_line)  # type: ignore[arg-type]
         self.lines += len(lines)
         return out
 
-    def _train_json(self, line: str, at: int) -> str | None:
-        """`<ts> - mmdet3d - INFO - Epoch [e][i/N]\\tlr: ..., loss: x` as the text of a JSON object with our field
-        names; the step and the timestamp go in as JSON too so that one decode builds the whole record."""
-        epoch, sep1, rest = line[at + 10:].partition("][")
-        it, sep2, rest = rest.partition("/")
-        total, sep3, body = rest.partition("]")
-        if not (sep1 and sep2 and sep3 and epoch.isdigit() and it.isdigit() and total.isdigit()):
+    def _train_record(self, line: str, at: int) -> dict[str, Any] | None:
+        """`<ts> - mmdet3d - INFO - Epoch [e][i/N]\\tlr: ..., loss: x` as a train record with our field names.
+        The `key: value` items are split with two C-level string calls and zipped into the dict; the values stay
+        strings (see the module docstring). Lines whose items do not pair up go to the regex, `_slow_train`."""
+        a = at + 10
+        b = line.find("][", a, a + 12)
+        c = line.find("/", b, b + 14)
+        d = line.find("]", c, c + 12)
+        epoch, it, total = line[a:b], line[b + 2:c], line[c + 1:d]
+        if b < 0 or c < 0 or d < 0 or not (epoch.isdigit() and it.isdigit() and total.isdigit()):
             return None
-        when = self._clock.at(line[:16], line[17:19], line[20:23]) if line[19:20] == "," else None
-        items = _as_json_object(body.strip())
+        body = line[d + 1:]
+        if "day" in body:  # eta `1 day, 2:03:04` is the only value with ", " inside
+            body = body.replace(" day, ", " day ").replace(" days, ", " days ")
+        body = body.strip()
+        parts = body.replace(": ", ", ").split(", ") if body else []
+        if len(parts) % 2:
+            return self._slow_train(line)
+        items = iter(parts)
+        record: dict[str, Any] = dict(zip(items, items))
+        record.pop("eta", None)  # only the newest line's is shown, taken whole by `eta_of`
         # mmcv's `time` is seconds per iteration; ours is the wall clock of the line
-        items = items.replace('"time": ', '"step_time": ', 1)
-        head = '{"kind": "train", "time": %s, "epoch": %s, "iter": %s, "iters_per_epoch": %s' % (
-            "null" if when is None else repr(when), epoch, it, total)
-        return head + (", " + items[1:] if len(items) > 2 else "}")
-
-    def _fill_train(self, out: list[Any], pending: list[tuple[int, str, str]]) -> None:
-        """Decode the pending train lines in one call: several times faster than a regex per line, and the numbers
-        come out as floats. Lines that do not fit (odd values) fall back to the regex, one by one."""
-        batch = "[" + ",".join(text for _, text, _ in pending) + "]"
-        try:
-            decoded = json.loads(batch)
-        except ValueError:
-            decoded = None
-        if decoded is None:  # fp16 runs log `grad_norm: nan` now and then: one more pass over the batch
-            try:
-                decoded = json.loads(_non_finite_as_json(batch))
-            except ValueError:
-                decoded = None
-        if decoded is None:
-            decoded = []
-            for _, text, line in pending:
-                try:
-                    decoded.append(json.loads(_non_finite_as_json(text)))
-                except ValueError:
-                    decoded.append(self._slow_train(line))
-        for record, (index, _, _) in zip(decoded, pending):
-            record.pop("eta", None)
-            out[index] = record
+        record["step_time"] = record.pop("time", None)
+        record["kind"] = "train"
+        if line[19:20] == ",":
+            base = self._clock.minutes.get(line[:16])
+            if base is None:
+                base = self._clock.at(line[:16], "0")
+            record["time"] = base + int(line[17:19]) + int(line[20:23]) / 1000.0
+        else:
+            record["time"] = None
+        record["epoch"], record["iter"], record["iters_per_epoch"] = int(epoch), int(it), int(total)
+        return record
 
     def _slow_train(self, line: str) -> dict[str, Any]:
         at = line.find("Epoch [")

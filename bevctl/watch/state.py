@@ -14,6 +14,7 @@ import os
 import socket
 import statistics
 import time
+from operator import methodcaller
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -86,35 +87,45 @@ class Series:
     def extend(self, records: list[dict[str, Any]], weight: float) -> None:
         name = self.name
         new = records[self.consumed:] if self.consumed else records
-        raw = [r.get(name) for r in new]
+        raw = list(map(methodcaller("get", name), new))  # C-level loops: this runs over every record
         if None in raw:  # a metric some records lack (logged every k steps, or another kind of line)
             keep = [i for i, v in enumerate(raw) if v is not None]
             raw = [raw[i] for i in keep]
             new = [new[i] for i in keep]
-        # events.jsonl gives floats already; text logs give strings, converted here and only here
-        values = [v if type(v) is float else number(v) for v in raw]
+        # events.jsonl gives floats already; text logs give strings, converted here and only here: one C-level
+        # map when every value converts (bools are not numbers here, as in `number`), else value by value
+        try:
+            values = list(map(float, raw))
+        except (TypeError, ValueError):
+            values = None
+        if values is None or bool in set(map(type, raw)):
+            values = [v if type(v) is float else number(v) for v in raw]
         if None in values:
             keep = [i for i, v in enumerate(values) if v is not None]
             values = [values[i] for i in keep]
             new = [new[i] for i in keep]
         self.values.extend(values)  # type: ignore[arg-type]
-        self.epochs.extend([r.get("epoch") for r in new])
-        ema, n, smoothed = self._ema, self._n, self.smoothed
+        self.epochs.extend(map(methodcaller("get", "epoch"), new))
+        ema, n, append = self._ema, self._n, self.smoothed.append
+        keep_weight, new_weight = weight, 1 - weight
+        decay = weight**n  # weight^n, the debiasing term, updated by one multiply per point
         isfinite = math.isfinite
+        nonfinite = 0
         for value in values:
             if isfinite(value):  # type: ignore[arg-type]
-                ema = ema * weight + (1 - weight) * value  # type: ignore[operator]
-                n += 1
-                smoothed.append(ema / (1 - weight**n) if weight > 0 else ema)
+                ema = ema * keep_weight + new_weight * value  # type: ignore[operator]
+                decay *= keep_weight
+                append(ema / (1 - decay) if weight > 0 else ema)
             else:
-                smoothed.append(value)  # type: ignore[arg-type]
-        finite = [v for v in values if isfinite(v)]  # type: ignore[arg-type]
-        self.nonfinite += len(values) - len(finite)
+                nonfinite += 1
+                append(value)  # type: ignore[arg-type]
+        self.nonfinite += nonfinite
+        self._ema, self._n = ema, n + len(values) - nonfinite
+        finite = [v for v in values if isfinite(v)] if nonfinite else values  # type: ignore[arg-type]
         if finite:
             lo, hi = min(finite), max(finite)  # type: ignore[type-var]
             self.lo = lo if self.lo is None else min(self.lo, lo)
             self.hi = hi if self.hi is None else max(self.hi, hi)
-        self._ema, self._n = ema, n
         self.consumed = len(records)
 
     def epoch_mean(self, epoch: int | None) -> float | None:
