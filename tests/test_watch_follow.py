@@ -169,3 +169,29 @@ def test_a_backlog_is_read_in_slices(tmp_path):
         if tail.eof:
             break
     assert got == want
+
+
+def test_events_backlog_decodes_the_same_with_and_without_orjson(monkeypatch):
+    """A long backlog goes through one batch decode (orjson when installed); a NaN loss, which orjson refuses,
+    falls back to the standard decoder, and a garbage line to line-by-line parsing: all agree."""
+    import math
+
+    import bevctl.watch.sources as sources
+
+    clean = [train_event_line(1, i, 1.0 / i).rstrip("\n") for i in range(1, 101)]
+    with_nan = clean[:50] + [train_event_line(1, 50, float("nan")).rstrip("\n")] + clean[50:]
+    with_garbage = clean[:10] + ["{not json"] + clean[10:]
+    results = {}
+    for name, decoder in (("fast", sources._orjson), ("json", None)):
+        monkeypatch.setattr(sources, "_orjson", decoder)
+        for label, lines in (("clean", clean), ("nan", with_nan), ("garbage", with_garbage)):
+            parser = EventsParser()
+            results[name, label] = (parser.feed(lines), parser.garbage)
+    for label in ("clean", "nan", "garbage"):
+        fast, slow = results["fast", label], results["json", label]
+        assert len(fast[0]) == len(slow[0]) and fast[1] == slow[1]
+        for a, b in zip(*(r[0] for r in (fast, slow))):
+            assert a.keys() == b.keys()
+            assert all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
+    assert results["fast", "garbage"][1] == 1 and len(results["fast", "garbage"][0]) == 100
+    assert math.isnan(results["fast", "nan"][0][50]["loss"])

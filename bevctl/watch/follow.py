@@ -86,7 +86,12 @@ class FileTail:
         self._partial = data[cut:]
         if not cut:
             return []
-        return data[:cut].decode("utf-8", errors="replace").splitlines()
+        text = str(memoryview(data)[:cut], "utf-8", "replace")  # no copy of the bytes before decoding
+        if "\r" in text:
+            return text.splitlines()
+        lines = text.split("\n")  # twice as fast as splitlines, which also looks for \r, \f, \u2028 ...
+        lines.pop()  # the empty string after the last newline
+        return lines
 
     def close(self) -> None:
         if self._file is not None:
