@@ -28,21 +28,27 @@ def cell_index(geom: torch.Tensor, bx: torch.Tensor, dx: torch.Tensor, nx: torch
     geom: [B, ..., 3] xyz in the LiDAR frame; bx: centre of the first cell; dx: cell size; nx: cells per axis.
     Quantisation truncates toward zero like the original `.long()`, so points within one cell below the lower
     bound land in cell 0 exactly as they do there: trunc(u) >= 0 <=> u > -1, and trunc(u) < n <=> u < n.
-    The flat index is a float matmul of the truncated coordinates (exact: integers below 2^24, or float64),
-    in place where possible; this runs 3x faster than the same steps in int64.
+    The flat index is computed in float from the truncated coordinates (exact: integers below 2^24, else float64),
+    in place where possible; elementwise rather than a matmul so that TF32 matmuls on GPUs cannot round it. This
+    runs 3x faster than the same steps in int64.
     """
     B = geom.shape[0]
     X, Y, Z = (int(v) for v in nx.tolist())
     dump = B * X * Y * Z
     u = geom.reshape(B, -1, 3) - (bx - dx / 2.0)  # a new tensor: the in-place ops below never touch geom
     u.div_(dx)
-    inside = (u > -1).all(-1)
-    inside &= (u < nx.to(u.dtype)).all(-1)
-    exact = torch.float32 if dump < 2 ** 24 else torch.float64
-    t = u.trunc_().to(exact)
-    idx = t @ torch.tensor([Y, 1, X * Y], dtype=exact, device=geom.device)
+    inside = torch.ones(u.shape[:2], dtype=torch.bool, device=u.device)
+    for axis, n in zip(u.unbind(-1), (X, Y, Z)):  # per column: twice as fast as .all(-1) over [N, 3]
+        inside &= axis > -1
+        inside &= axis < n
+    t = u.trunc_().to(torch.float32 if dump < 2 ** 24 else torch.float64)
+    gx, gy, gz = t.unbind(-1)
+    idx = gx * Y
+    idx += gy
+    if Z > 1:
+        idx.add_(gz, alpha=X * Y)
     if B > 1:
-        idx += (torch.arange(B, dtype=exact, device=geom.device) * (X * Y * Z)).view(B, 1)
+        idx += (torch.arange(B, dtype=t.dtype, device=geom.device) * (X * Y * Z)).view(B, 1)
     idx.masked_fill_(~inside, dump)
     return idx.to(dtype).reshape(-1)
 
