@@ -350,3 +350,36 @@ def test_several_runs_at_once(tmp_path):
     assert [r["ok"] for r in data["runs"]] == [True, False]
     screen = run_cli("watch", str(good), str(bad), "--once").stdout
     assert screen.index("good") < screen.index("bad")
+
+
+def test_mmcv_train_lines_whatever_their_layout():
+    """Lines repeating a layout go through one pattern match, new layouts are learnt, odd lines fall back: every
+    path gives the same records (values as strings, our field names)."""
+    from bevctl.watch.sources import TextLogParser, number
+
+    def line(it, items, minute="18:10"):
+        return f"2022-10-17 {minute}:44,756 - mmdet3d - INFO - Epoch [2][{it}/100]\t" + ", ".join(items)
+
+    base = ["lr: 2.000e-04", "eta: 1 day, 2:03:04", "time: 1.250", "data_time: 0.100", "memory: 100"]
+    lines = [
+        line(10, base + ["loss: 3.0000", "grad_norm: 25.0"]),
+        line(20, base + ["loss: 2.9000", "grad_norm: 24.0"]),
+        line(30, base + ["loss/map/divider/dice: 0.5", "loss: 2.8000", "grad_norm: nan"]),  # one more metric
+        line(40, base + ["loss: 2.7000", "grad_norm: 23.0"], minute="18:11"),  # back to the first layout
+        line(50, ["lr: 2.000e-04", "eta: 2 days, 0:00:01", "time: 1.000", "loss: 2.6000"]),
+        line(60, ["lr: 2.000e-04", "eta: 0:09:00", "time: 1.000", "loss: 2.5000, extra", "grad_norm: 3.0"]),
+    ]
+    records = TextLogParser().feed(lines)
+    assert [r["iter"] for r in records] == [10, 20, 30, 40, 50, 60]
+    assert all(r["kind"] == "train" and r["epoch"] == 2 and r["iters_per_epoch"] == 100 for r in records)
+    assert [number(r["loss"]) for r in records[:5]] == [3.0, 2.9, 2.8, 2.7, 2.6]
+    assert [("loss/map/divider/dice" in r) for r in records] == [False, False, True, False, False, False]
+    assert number(records[2]["grad_norm"]) != number(records[2]["grad_norm"])  # nan stays visible
+    assert [number(r["step_time"]) for r in records[:5]] == [1.25, 1.25, 1.25, 1.25, 1.0]
+    assert records[3]["time"] - records[0]["time"] == 60.0
+    assert records[0]["eta"] == "1 day, 2:03:04" and records[4]["eta"] == "2 days, 0:00:01"
+    assert records[-1]["eta"] == "0:09:00" and records[-1]["loss"] == "2.5000"  # the regex kept what it could
+    # the same lines one by one (each parser sees a line first: the learning path) agree with the batch
+    for record, text in zip(records, lines):
+        alone = TextLogParser().feed([text])[0]
+        assert alone.keys() == record.keys() and all(alone[k] == record[k] for k in alone if k != "eta")

@@ -181,6 +181,42 @@ class _Clock:
         return base + int(seconds) + int(millis) / 1000.0
 
 
+def _train_header(line: str, at: int) -> tuple[int, int, int, int] | None:
+    """(epoch, iter, iters per epoch, where the items start) of `... - Epoch [e][i/N]\\t...` (`at`: the ` - `)."""
+    a = at + 10
+    b = line.find("][", a, a + 12)
+    c = line.find("/", b, b + 14)
+    d = line.find("]", c, c + 12)
+    epoch, it, total = line[a:b], line[b + 2:c], line[c + 1:d]
+    if b < 0 or c < 0 or d < 0 or not (epoch.isdigit() and it.isdigit() and total.isdigit()):
+        return None
+    return int(epoch), int(it), int(total), d + 1
+
+
+def _pairs(body: str) -> list[str] | None:
+    """`lr: 2.0e-04, eta: 1 day, 2:03:04, loss: 3.1` -> [key, value, key, value, ...], or None if it does not pair
+    up. eta `1 day, 2:03:04` is the only value with ", " inside; it comes out as `1 day 2:03:04`."""
+    body = body.strip()
+    if "day" in body:
+        body = body.replace(" day, ", " day ", 1) if " day, " in body else body.replace(" days, ", " days ", 1)
+    parts = body.replace(": ", ", ").split(", ") if body else []
+    return None if len(parts) % 2 else parts
+
+
+class _Layout:
+    """One key layout of mmcv train lines (`Epoch [e][i/N]\\tk1: v1, k2: v2, ...`) as a compiled pattern, so a line
+    with the layout of the line before it becomes a record with one C-level match and a `dict(zip(...))` over
+    key objects whose hashes are already cached. Values stay strings (see the module docstring); eta keeps its
+    `1 day, 2:03:04` form; mmcv's `time` (seconds per iteration) is stored as our `step_time`."""
+
+    __slots__ = ("keys", "pattern")
+
+    def __init__(self, keys: tuple[str, ...]):
+        items = [re.escape(k) + (r": ((?:\d+ days?, )?[^,]*)" if k == "eta" else ": ([^,]*)") for k in keys]
+        self.pattern = re.compile(r"Epoch \[(\d+)\]\[(\d+)/(\d+)\]\s*" + ", ".join(items) + r"\s*")
+        self.keys = ("epoch", "iter", "iters_per_epoch") + tuple("step_time" if k == "time" else k for k in keys)
+
+
 class TextLogParser(Parser):
     """mmcv and mmengine text logs (ours too: `bevctl.runs.TextLog` writes mmcv's format).
 
@@ -196,6 +232,8 @@ class TextLogParser(Parser):
         self._clock = _Clock()
         self._in_missing = False  # inside a multi-line "keys not found" list
         self._gca_seen = False
+        self._layout: _Layout | None = None  # the layout of the last train line
+        self._layouts: dict[tuple[str, ...], _Layout] = {}
 
     def feed(self, lines: list[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -238,36 +276,56 @@ class TextLogParser(Parser):
         return out
 
     def _train_record(self, line: str, at: int) -> dict[str, Any] | None:
-        """`<ts> - mmdet3d - INFO - Epoch [e][i/N]\\tlr: ..., loss: x` as a train record with our field names.
-        The `key: value` items are split with two C-level string calls and zipped into the dict; the values stay
-        strings (see the module docstring). Lines whose items do not pair up go to the regex, `_slow_train`."""
-        a = at + 10
-        b = line.find("][", a, a + 12)
-        c = line.find("/", b, b + 14)
-        d = line.find("]", c, c + 12)
-        epoch, it, total = line[a:b], line[b + 2:c], line[c + 1:d]
-        if b < 0 or c < 0 or d < 0 or not (epoch.isdigit() and it.isdigit() and total.isdigit()):
+        """`<ts> - mmdet3d - INFO - Epoch [e][i/N]\\tlr: ..., loss: x` as a train record with our field names, or
+        None when the `Epoch [e][i/N]` header is broken. Most lines repeat the layout of the line before: one
+        pattern match. A new layout is learnt from the line's `key: value` pairs; a line that does not split into
+        pairs goes to the regex (`_slow_train`)."""
+        layout = self._layout
+        match = layout.pattern.fullmatch(line, at + 3) if layout is not None else None
+        if match is None:
+            header = _train_header(line, at)
+            if header is None:
+                return None
+            parts = _pairs(line[header[3]:])
+            if parts is None:
+                return self._slow_train(line)
+            layout = self._layout_of(tuple(parts[::2]))
+            match = layout.pattern.fullmatch(line, at + 3)
+            if match is None:  # a value the pattern does not take, e.g. an eta in another format
+                return self._pairs_record(line, header, parts)
+        record: dict[str, Any] = dict(zip(layout.keys, match.groups()))
+        record["kind"] = "train"
+        record["epoch"], record["iter"] = int(record["epoch"]), int(record["iter"])
+        record["iters_per_epoch"] = int(record["iters_per_epoch"])
+        record["time"] = self._line_time(line)
+        return record
+
+    def _line_time(self, line: str) -> float | None:
+        if line[19:20] != ",":
             return None
-        body = line[d + 2:] if line[d + 1:d + 2] == "\t" else line[d + 1:].strip()
-        if "day" in body:  # eta `1 day, 2:03:04` is the only value with ", " inside
-            body = body.replace(" day, ", " day ", 1) if " day, " in body else body.replace(" days, ", " days ", 1)
-        parts = body.replace(": ", ", ").split(", ") if body else []
-        if len(parts) % 2:
-            return self._slow_train(line)
+        base = self._clock.minutes.get(line[:16])
+        if base is None:
+            base = self._clock.at(line[:16], "0")
+        return base + int(line[17:19]) + int(line[20:23]) / 1000.0
+
+    def _layout_of(self, keys: tuple[str, ...]) -> _Layout:
+        layout = self._layouts.get(keys)
+        if layout is None:
+            if len(self._layouts) >= 64:  # a log whose layout never settles: start over rather than grow
+                self._layouts.clear()
+            layout = self._layouts[keys] = _Layout(keys)
+        self._layout = layout
+        return layout
+
+    def _pairs_record(self, line: str, header: tuple[int, int, int, int], parts: list[str]) -> dict[str, Any]:
         items = iter(parts)
         record: dict[str, Any] = dict(zip(items, items))
-        record.pop("eta", None)  # only the newest line's is shown, taken whole by `eta_of`
-        # mmcv's `time` is seconds per iteration; ours is the wall clock of the line
         record["step_time"] = record.pop("time", None)
+        if "eta" in record:
+            record["eta"] = eta_of(line)
         record["kind"] = "train"
-        if line[19:20] == ",":
-            base = self._clock.minutes.get(line[:16])
-            if base is None:
-                base = self._clock.at(line[:16], "0")
-            record["time"] = base + int(line[17:19]) + int(line[20:23]) / 1000.0
-        else:
-            record["time"] = None
-        record["epoch"], record["iter"], record["iters_per_epoch"] = int(epoch), int(it), int(total)
+        record["time"] = self._line_time(line)
+        record["epoch"], record["iter"], record["iters_per_epoch"] = header[:3]
         return record
 
     def _slow_train(self, line: str) -> dict[str, Any]:
