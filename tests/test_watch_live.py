@@ -21,6 +21,10 @@ from tests.test_watch_fixtures import append, train_event_line, write_run
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Screen:
     """Drains the terminal continuously (a full pty buffer would block the dashboard's writes)."""
 
@@ -66,8 +70,10 @@ def test_live_dashboard_in_a_terminal(tmp_path, mode):
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 120, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
     env.update(TERM="xterm-256color", BEVCTL_RUNS=str(tmp_path / "runs"))
+    # Ctrl-C as a terminal delivers it: a suite started in the background (nohup, `cmd &` without job control)
+    # passes SIGINT on ignored, and a process that starts with SIGINT ignored rightly keeps ignoring it.
     proc = subprocess.Popen([str(BIN / "bevctl"), "watch", *mode], stdin=slave, stdout=slave, stderr=slave,
-                            cwd=ROOT, env=env, start_new_session=True)
+                            cwd=ROOT, env=env, start_new_session=True, preexec_fn=_default_sigint)
     os.close(slave)
     screen = Screen(master)
     try:
