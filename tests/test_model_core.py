@@ -228,6 +228,10 @@ def test_cell_index_matches_int64_quantisation_at_the_edges(nx):
     assert got.dtype == torch.int64 and torch.equal(got, _cell_index_int64(geom, bx, dx, nx))
     assert torch.equal(cell_index(geom, bx, dx, nx, torch.int32).long(), got)
     assert geom.shape == (3, 4006, 3)  # not modified in place
+    for dtype in (torch.float64, torch.bfloat16):  # quantised in the promoted dtype, as `geom - bx` would be
+        assert torch.equal(cell_index(geom.to(dtype), bx, dx, nx), _cell_index_int64(geom.to(dtype), bx, dx, nx))
+    bad = torch.tensor([[[float("nan"), 0.0, 0.0], [float("inf"), 0.0, 0.0], [0.0, -float("inf"), 0.0]]])
+    assert cell_index(bad, bx, dx, nx).tolist() == [int(nx.prod())] * 3  # the dump cell
 
 
 def test_bev_pool_cpu_and_device_paths_agree(monkeypatch):
