@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup bench clean-demo
+.PHONY: demo test check setup bench clean-demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash tests/setup_extras.sh
 	$(BIN)/python -m pytest -q tests
+
+# The quick tier for development loops (no daemons, no mmcv oracle, no multi-minute training).
+check: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not docker and not mmdet" tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

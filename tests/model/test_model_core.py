@@ -266,11 +266,7 @@ def test_vtransform_geometry_round_trip():
     """Frustum points projected back through lidar2image (and the image aug) land on their pixel and depth."""
     from model.camera.vtransform import DepthLSSTransform
 
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from model_batch import make_batch
+    from tests.helpers.model_batch import make_batch
 
     cfg = get_config("tiny")
     vt = DepthLSSTransform(32, 16, cfg.image_size, cfg.feature_size, (-54, 54, 0.9), (-54, 54, 0.9), (-10, 10, 20),
@@ -428,11 +424,7 @@ def test_fused_lift_splat_equals_materialised_pool():
 def test_vtransform_forward_equals_original_lift_then_pool():
     from model.camera.vtransform import DepthLSSTransform
 
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from model_batch import make_batch
+    from tests.helpers.model_batch import make_batch
 
     cfg = get_config("tiny")
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ from bevctl.watch.follow import FileTail, Follower, Waker, filesystem_type
 from bevctl.watch.session import Session
 from bevctl.watch.sources import EventsParser, TextLogParser, number
 from tests.conftest import run_cli
-from tests.test_watch_fixtures import append, phase_config, train_event_line, write_run
+from tests.helpers.watch_fixtures import append, phase_config, train_event_line, write_run
 
 
 def test_partial_last_line_waits_for_its_newline(tmp_path):

@@ -1,6 +1,6 @@
 """A real Docker engine and a small local base image for the container tests (no registry needed).
 
-Import the fixtures into a test module (`from tests.docker_engine import docker_engine, docker_base, ...`).
+Import the fixtures into a test module (`from tests.helpers.docker_engine import docker_engine, docker_base, ...`).
 
 * `docker_engine` (session): uses the daemon at DOCKER_HOST / the default socket when it answers; otherwise, as
   root, installs `docker.io` with apt-get if `dockerd` is missing and starts a private daemon
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache"))) / "bevctl"
 TEST_IMAGE = "bevctl-test:latest"
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"

@@ -9,7 +9,7 @@ pytest.importorskip("nuscenes")
 torch = pytest.importorskip("torch")
 
 from bevctl.errors import UsageError  # noqa: E402
-from tests.test_data_synth import small_dataset  # noqa: E402
+from tests.helpers.synth_data import small_dataset  # noqa: E402
 
 IMAGE = (64, 176)
 WIDE = (-200.0, -200.0, -50.0, 200.0, 200.0, 50.0)  # no range filtering: compare eval and train items box by box

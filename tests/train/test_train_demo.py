@@ -14,7 +14,7 @@ import torch
 
 from bevctl import runs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SYNTH = ROOT / "data" / "nuscenes-synth"  # the demo phases' root; generated once and shared
 
 

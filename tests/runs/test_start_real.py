@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT, run_cli
-from tests.docker_engine import bevctl_test_image, docker_base, docker_engine  # noqa: F401  (fixtures)
+from tests.helpers.docker_engine import bevctl_test_image, docker_base, docker_engine  # noqa: F401  (fixtures)
 
 FAST = ["--set", "train.eval_interval=0", "--set", "train.log_interval=1", "--set", "data.workers=0"]
 

@@ -13,7 +13,7 @@ import pytest
 from bevctl import runs
 from bevctl.watch.state import RunState, debiased_ema, matches
 from tests.conftest import ROOT, run_cli
-from tests.test_watch_fixtures import (
+from tests.helpers.watch_fixtures import (
     MMCV_JSON,
     MMCV_TEXT,
     MMENGINE_SCALARS,

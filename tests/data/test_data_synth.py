@@ -1,10 +1,7 @@
 """The synthetic nuScenes tree: the devkit reads it, splits resolve, sensors agree with the annotations."""
 
-import atexit
-import functools
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +9,7 @@ import pytest
 
 pytest.importorskip("nuscenes")
 
-SMALL = dict(scenes=2, samples_per_scene=3, seed=0, sweeps=1)
-
-
-@functools.lru_cache(maxsize=None)
-def small_dataset() -> Path:
-    """One small synthetic dataset per test session (shared by the test_data_* modules)."""
-    from model.data.synth import ensure_dataset
-
-    tmp = Path(tempfile.mkdtemp(prefix="bevctl-synth-"))
-    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-    return ensure_dataset(tmp / "nuscenes", **SMALL, progress=False)
+from tests.helpers.synth_data import SMALL, small_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import torch
 
 from bevctl import runs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SYNTH = ROOT / "data" / "nuscenes-synth"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.conftest import BIN, ROOT
-from tests.test_watch_fixtures import append, train_event_line, write_run
+from tests.helpers.watch_fixtures import append, train_event_line, write_run
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -12,8 +12,7 @@ import model  # noqa: F401  (applies shims: spconv's CPU backward)
 from model.bevfusion import build_model, total_loss
 from model.config import get_config
 
-sys.path.insert(0, str(Path(__file__).parent))
-from model_batch import make_batch  # noqa: E402
+from tests.helpers.model_batch import make_batch  # noqa: E402
 
 
 @pytest.fixture

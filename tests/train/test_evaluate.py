@@ -14,7 +14,7 @@ import torch
 
 from model.evaluate import MAP_THRESHOLDS, boxes_to_global, map_metrics, seg_counts
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SYNTH = ROOT / "data" / "nuscenes-synth"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-engine_fixtures = pytest.importorskip("tests.docker_engine", reason="tests/docker_engine.py (the engine fixtures) is missing")
+engine_fixtures = pytest.importorskip("tests.helpers.docker_engine", reason="tests/helpers/docker_engine.py (the engine fixtures) is missing")
 docker_engine = engine_fixtures.docker_engine
 
 from tests.conftest import ROOT, run_cli  # noqa: E402

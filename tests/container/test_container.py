@@ -1,5 +1,5 @@
 """bevctl build / bevctl shell / bevctl.container: commands rendered without a daemon, then the real thing against
-a Docker engine (started by tests/docker_engine.py when none answers; skipped with the reason when impossible)."""
+a Docker engine (started by tests/helpers/docker_engine.py when none answers; skipped with the reason when impossible)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import yaml
 from bevctl import container
 from bevctl.errors import CheckFailed, EnvironmentUnusable
 from tests.conftest import ROOT, run_cli
-from tests.docker_engine import (  # noqa: F401  (pytest fixtures)
+from tests.helpers.docker_engine import (  # noqa: F401  (pytest fixtures)
     TEST_BUILD_ARGS,
     bevctl_test_image,
     copy_project,

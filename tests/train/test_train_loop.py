@@ -1,7 +1,7 @@
 """The trainer's machinery with a small stand-in model (seconds, no spconv): schedule, checkpoints, partial load,
 RNG state, and real processes for SIGTERM + resume equality, kill -9 during saves, the NaN guard and torchrun.
 
-Run as a script, this file is the trainer with the stand-in: `python tests/test_train_loop.py --run-dir DIR ...`.
+Run as a script, this file is the trainer with the stand-in: `python tests/train/test_train_loop.py --run-dir DIR ...`.
 Env knobs for the stand-in (test-only): STANDIN_NAN_FROM (forward call from which the loss is NaN),
 STANDIN_STEP_SLEEP (seconds per forward), STANDIN_GCA_DIM (a different GCA width: a shape mismatch).
 """
@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -393,7 +393,7 @@ def test_kill_9_during_saves_never_tears_latest(tmp_path):
         meta = torch.load(latest, map_location="cpu", weights_only=True)["meta"]
         seen.append(meta["epoch"])
     assert seen[0] >= 1
-    assert ckpt.remove_stale_temps(run) or True  # leftovers, if any, are cleaned by the next trainer start
+    ckpt.remove_stale_temps(run)  # what a kill left behind is cleaned by the next trainer start
     assert not list(run.glob(".*.tmp"))
 
 
