@@ -76,13 +76,45 @@ class TrainSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class SlurmSpec(_Strict):
+    """`launch.where: slurm`: the sbatch job bevctl writes (bevctl.launchers.slurm)."""
+
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    time: Optional[str] = None  # Slurm's time limit, e.g. "2-00:00:00"
+    gpus_per_node: Optional[int] = Field(None, ge=0)  # default: launch.gpus
+    cpus_per_task: Optional[int] = Field(None, ge=1)
+    extra_sbatch: list[str] = Field(default_factory=list)  # more `#SBATCH` options, e.g. "--qos=high"
+    container_runtime: Literal["none", "pyxis", "apptainer"] = "none"
+    container_image: Optional[str] = None  # pyxis image or apptainer .sif; default: container.image
+    rdzv_port: int = Field(29500, ge=1, le=65535)
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time_text(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError('write the time limit as a quoted Slurm time such as "2-00:00:00" or "48:00:00"')
+        return value
+
+
 class LaunchSpec(_Strict):
     launcher: Literal["torchrun", "torchpack"] = "torchrun"
     gpus: int = Field(1, ge=0)  # processes per node; 0 = CPU
     nnodes: int = Field(1, ge=1)
     node_rank: int = Field(0, ge=0)
     rdzv_endpoint: Optional[str] = None  # HOST:PORT for multi-node
-    where: Literal["auto", "local", "container"] = "auto"
+    where: Literal["auto", "local", "container", "slurm"] = "auto"
+    slurm: SlurmSpec = Field(default_factory=SlurmSpec)
+
+
+class TrainerSpec(_Strict):
+    """An existing BEVFusion checkout as the trainer (bevctl.launchers.checkout) instead of the bundled model/."""
+
+    repo: str  # the checkout's folder
+    script: str = "tools/train.py"  # relative to repo
+    config: str  # relative to repo, e.g. configs/nuscenes/.../convfuser.yaml
+    args: list[str] = Field(default_factory=list)  # appended as given, e.g. ["--model.encoders.camera..."]
+    manifest: Optional[str] = None  # key manifest (bevctl/manifests format) load_from is checked against
 
 
 class ContainerSpec(_Strict):
@@ -94,6 +126,7 @@ class ContainerSpec(_Strict):
     dataset_mount: str = "/data/nuscenes"
     runs_mount: str = "/workspace/bevfusion/runs"
     network: Optional[str] = None  # docker network mode: default bridge; "host" for multi-node NCCL; "none"
+    env: dict[str, str] = Field(default_factory=dict)  # extra environment of the container (bevctl.launchers.container_env)
 
 
 class RunSpec(_Strict):
@@ -133,6 +166,7 @@ class Phase(_Strict):
     container: ContainerSpec = Field(default_factory=ContainerSpec)
     run: RunSpec = Field(default_factory=RunSpec)
     expectations: list[Band] = Field(default_factory=list)
+    trainer: Optional[TrainerSpec] = None  # None: the bundled trainer (python -m model.train)
 
     @field_validator("pretrained")
     @classmethod
