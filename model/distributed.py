@@ -1,4 +1,5 @@
 """The distributed environment as torchrun sets it (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*), or one process.
+Under `torchpack dist-run` (mpirun) the OpenMPI variables are mapped onto those names when this module is imported.
 
 Multi-node needs nothing here beyond what torchrun's rendezvous exports. Collectives degrade to no-ops when
 the world has one process, so the training loop reads the same either way.
@@ -12,6 +13,24 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+
+def adopt_mpi_env(env=os.environ) -> None:
+    """torchpack dist-run starts ranks with mpirun: OpenMPI's OMPI_COMM_WORLD_* and torchpack's MASTER_HOST
+    (host:port) instead of torchrun's variables. Map them, so every reader of RANK agrees; torchrun's win."""
+    if "WORLD_SIZE" in env or "OMPI_COMM_WORLD_SIZE" not in env:
+        return
+    env["WORLD_SIZE"] = env["OMPI_COMM_WORLD_SIZE"]
+    env["RANK"] = env.get("OMPI_COMM_WORLD_RANK", "0")
+    env["LOCAL_RANK"] = env.get("OMPI_COMM_WORLD_LOCAL_RANK", "0")
+    env["LOCAL_WORLD_SIZE"] = env.get("OMPI_COMM_WORLD_LOCAL_SIZE", env["WORLD_SIZE"])
+    host, _, port = env.get("MASTER_HOST", "").rpartition(":")
+    if host and port and "MASTER_ADDR" not in env:
+        env["MASTER_ADDR"], env["MASTER_PORT"] = host, port
+
+
+# On import: model.train reads RANK before it joins the process group.
+adopt_mpi_env()
 
 
 @dataclass(frozen=True)
