@@ -48,3 +48,32 @@ setup_mmdet() {
   fi
 }
 setup_mmdet || true
+# --- launchers (tests/launch, markers mpi and slurm): OpenMPI + torchpack + mpi4py, Slurm ------------------------
+# torchpack goes in with --no-deps: its requirements pull torchvision (an unpinned torch) and tensorpack, none of
+# which `torchpack dist-run` uses. Slurm's daemons are started per test by tests/helpers/slurm_cluster.py.
+setup_launchers() {
+  local py=.venv/bin/python pip=".venv/bin/pip" need=()
+  command -v mpirun >/dev/null || need+=(openmpi-bin libopenmpi-dev)
+  command -v slurmctld >/dev/null || need+=(slurm-wlm)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      { DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends "${need[@]}" \
+        || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 \
+             --no-install-recommends "${need[@]}"; }; } >/tmp/bevctl-launchers-apt.log 2>&1 \
+        && echo "setup_extras: installed ${need[*]}" \
+        || echo "setup_extras: apt-get install ${need[*]} FAILED (see /tmp/bevctl-launchers-apt.log); mpi/slurm tests will skip"
+    else
+      echo "setup_extras: ${need[*]} missing and apt-get as root unavailable; mpi/slurm tests will skip"
+    fi
+  else
+    echo "setup_extras: OpenMPI and Slurm already installed ($(mpirun --version 2>/dev/null | head -1); $(slurmctld -V 2>/dev/null))"
+  fi
+  if $py -c "import torchpack, mpi4py" 2>/dev/null; then
+    echo "setup_extras: torchpack and mpi4py already installed"
+  elif $pip install -q --no-deps "torchpack==0.3.1" && $pip install -q loguru multimethod tqdm "mpi4py>=3.1"; then
+    echo "setup_extras: installed torchpack 0.3.1 (--no-deps) and mpi4py"
+  else
+    echo "setup_extras: installing torchpack/mpi4py FAILED; mpi tests will skip"
+  fi
+}
+setup_launchers || true
