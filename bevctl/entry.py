@@ -1,10 +1,10 @@
 """The `bevctl` console entry point.
 
 `bevctl check-ckpt` runs before every launch, from scripts and the launcher, so it starts without Typer when its
-arguments are plain: Typer 0.29 builds pydantic adapters to coerce parameters, which costs more than the check
-itself (0.19 s vs 0.09 s for a 0.5 GB checkpoint). Anything else (another command, --help, completion, an option
-this parser does not know, a malformed value) goes to the Typer app in `bevctl.cli`, which owns every message.
-tests/test_entry.py keeps the option tables below identical to the Typer command's.
+arguments are plain: Typer builds pydantic adapters to coerce parameters, which costs more than the check itself.
+Anything else (another command, --help, completion, an option this parser does not know, a malformed value) goes
+to the Typer app in `bevctl.cli`, which owns every message. Both read check-ckpt's options from the one table in
+`bevctl.ckpt.command`; tests/ckpt/test_check_ckpt.py checks that both parse alike.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-CHECK_CKPT_FLAGS = {"--mmdet3d": "mmdet3d", "--live": "live", "--trust": "trust", "--json": "json_out"}
-CHECK_CKPT_VALUES = {"--phase": "phase", "--model-config": "model_config", "--gca": "gca"}
-CHECK_CKPT_LISTS = {"--expect-missing": "expect_missing", "--allow-unexpected": "allow_unexpected",
-                    "--remap": "remap"}
-
-
 def parse_check_ckpt(args: list[str]) -> Optional[dict]:
     """check-ckpt's arguments as the command function's keyword arguments, or None to leave them to Typer."""
+    # imported here: every other command starts without bevctl.ckpt
+    from bevctl.ckpt.command import FLAGS as CHECK_CKPT_FLAGS
+    from bevctl.ckpt.command import LISTS as CHECK_CKPT_LISTS
+    from bevctl.ckpt.command import VALUES as CHECK_CKPT_VALUES
+
     kw: dict = {"checkpoint": None}
     kw.update({name: False for name in CHECK_CKPT_FLAGS.values()})
     kw.update({name: None for name in CHECK_CKPT_VALUES.values()})

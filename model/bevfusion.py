@@ -60,6 +60,7 @@ class BEVFusion(nn.Module):
         heads = {}
         if "object" in cfg.heads:
             heads["object"] = TransFusionHead(cfg.object_head)
+            heads["object"].bbox_coder.convention = getattr(cfg, "box_convention", "mmdet3d")
         if "map" in cfg.heads:
             heads["map"] = BEVSegmentationHead(cfg.map_head)
         self.heads = nn.ModuleDict(heads)

@@ -1,5 +1,9 @@
 """Checkpoints: atomic save, safe load, partial load with a report, RNG state that `weights_only=True` accepts.
 
+Loading follows the plan `bevctl.ckpt.plan.make_plan` computes from names, shapes and dtypes (the same function
+behind `bevctl check-ckpt` and the start preflight): container unwrapping, mmdet3d 1.x names, spconv 1.x kernels,
+casts, NaN/inf refusal, the object head's box convention. This module only applies it to the tensors.
+
 A checkpoint is `{"meta", "state_dict", "optimizer", "scheduler", "scaler", "rng", "data_state"}` holding only
 tensors, containers and plain scalars, so `torch.load(weights_only=True)` reads every entry (never unpickle
 untrusted data). `epoch_N.pth` is written first, then `latest.pth` (a hard link to it when the file system
@@ -10,7 +14,6 @@ fsync and rename: a `kill -9` at any moment leaves the previous `latest.pth` or 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
 import random
 import shutil
@@ -23,16 +26,18 @@ import numpy as np
 import torch
 
 from bevctl.atomic import atomic_path
+from bevctl.ckpt import rules
+from bevctl.ckpt.checkpoint import read_meta, unwrap
+from bevctl.ckpt.files import regular_file, sniff
+from bevctl.ckpt.manifest import manifest_from_state
+from bevctl.ckpt.plan import Plan, make_plan
+from bevctl.ckpt.types import CheckpointUnreadable, TensorInfo
 from bevctl.errors import UsageError
 from bevctl.runs import LATEST, checkpoint_name, compress_keys
 
-# Module prefixes used to group keys in reports (the key manifest's `group`).
-GROUP_DEPTH = {"encoders": 3, "decoder": 2, "task_gca": 2, "heads": 2, "fuser": 1}
-
-
 def module_group(key: str) -> str:
-    parts = key.split(".")
-    return ".".join(parts[: GROUP_DEPTH.get(parts[0], 1)])
+    """The report group of a state-dict key (`encoders.camera.backbone`, `heads.object`, ...)."""
+    return rules.group_of(key)
 
 
 # --------------------------------------------------------------------------------------------- save
@@ -104,10 +109,24 @@ def remove_stale_temps(run_dir: str | os.PathLike) -> list[Path]:
 # --------------------------------------------------------------------------------------------- load
 
 
+class StateDict(OrderedDict):
+    """A checkpoint's weights, with the scalars of its `meta` (the box convention, model config ...) attached."""
+
+    meta: dict[str, Any]
+
+
 def load_file(path: str | os.PathLike) -> dict:
+    """A checkpoint file as a dict: `torch.load(weights_only=True)` for torch files, safetensors' own loader for
+    `.safetensors` (its `__metadata__` becomes `meta`). Regular files only; every failure is one line."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} not found", fix="check the path (load_from / resume / pretrained)")
+    try:
+        kind = sniff(regular_file(path))
+    except CheckpointUnreadable as exc:
+        if not path.exists():
+            raise UsageError(f"checkpoint {path} not found", fix="check the path (load_from / resume / pretrained)") from None
+        raise UsageError(exc.message, fix=exc.fix) from None
+    if kind == "safetensors":
+        return _load_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a torn or foreign file: say so in one line
@@ -121,17 +140,34 @@ def load_file(path: str | os.PathLike) -> dict:
     return obj
 
 
-def extract_state_dict(ckpt: dict) -> "OrderedDict[str, torch.Tensor]":
-    """The weights of a checkpoint in any of the usual wrappings, without DDP's `module.` prefix."""
-    sd = ckpt
-    for key in ("state_dict", "model"):
-        if isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for k, v in sd.items():
-        if isinstance(v, torch.Tensor):
-            out[k[len("module.") :] if k.startswith("module.") else k] = v
+def _load_safetensors(path: Path) -> dict:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise UsageError(f"{path} is a .safetensors file and the safetensors package is not installed",
+                         fix="pip install safetensors (it is part of bevctl's train extra)") from None
+    from bevctl.ckpt.safetensors import read_safetensors
+
+    read_safetensors(path)  # the same size/depth/offset checks as check-ckpt, before safetensors parses it
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = dict(fh.metadata() or {})
+            state = {key: fh.get_tensor(key) for key in fh.keys()}
+    except Exception as exc:  # noqa: BLE001 - the library raises its own error types for damaged files
+        raise UsageError(f"checkpoint {path} cannot be read: {str(exc).splitlines()[0] if str(exc) else exc}",
+                         fix="copy the file again, or run `bevctl check-ckpt` on it") from None
+    return {"meta": meta, "state_dict": state}
+
+
+def extract_state_dict(ckpt: dict) -> StateDict:
+    """The weights of a checkpoint in any of the usual wrappings (`state_dict`, `model`, `module`, `ema`, nested,
+    `module.`/`_orig_mod.` prefixes), found exactly as `bevctl check-ckpt` finds them; `.meta` holds its meta."""
+    try:
+        found = unwrap(ckpt, lambda v: isinstance(v, torch.Tensor))
+    except CheckpointUnreadable as exc:
+        raise UsageError(exc.message, fix=exc.fix or "save a state_dict") from None
+    out = StateDict(found.tensors)
+    out.meta = read_meta(ckpt) if isinstance(ckpt, dict) else {}
     return out
 
 
@@ -144,10 +180,19 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, list[int], list[int]]] = field(default_factory=list)  # key, ckpt, model
     unexpected_missing: list[str] = field(default_factory=list)  # missing and not covered by expect_missing
+    converted: dict[str, str] = field(default_factory=dict)  # model key -> rename / permute / cast applied
+    nonfinite: dict[str, int] = field(default_factory=dict)  # kept weights with NaN/inf -> count
+    plan: Plan | None = None
+
+    @classmethod
+    def from_plan(cls, plan: Plan, path: str, how: str) -> "LoadReport":
+        return cls(path=str(path), how=how, matched=plan.matched, missing=plan.missing, unexpected=plan.unexpected,
+                   mismatched=plan.mismatched, unexpected_missing=plan.unexpected_missing,
+                   converted=plan.converted, nonfinite=plan.nonfinite, plan=plan)
 
     @property
     def ok(self) -> bool:
-        return not self.unexpected_missing and not self.mismatched
+        return not self.unexpected_missing and not self.mismatched and not self.nonfinite
 
     def groups(self) -> dict[str, dict[str, int]]:
         """Counts per module group: {group: {matched, missing, unexpected, mismatched}}."""
@@ -173,6 +218,9 @@ class LoadReport:
             "unexpected": self.unexpected,
             "mismatched": [k for k, _, _ in self.mismatched],
             "missing_globs": compress_keys(self.missing),
+            "converted": len(self.converted),
+            "nonfinite": sorted(self.nonfinite),
+            "box_convention": self.plan.box_convention if self.plan is not None and self.plan.object_head_loaded() else None,
             "groups": self.groups(),
             "ok": self.ok,
         }
@@ -183,6 +231,14 @@ class LoadReport:
         if self.how.startswith("pretrained:"):
             lines[0] += f" into {self.how.split(':', 1)[1]}"
         lines.append(f"matched {len(self.matched)} keys")
+        if self.converted:
+            kinds = sorted({bit.split(" ")[0] for how in self.converted.values() for bit in how.split(", ")})
+            lines.append(f"converted {len(self.converted)} keys ({', '.join(kinds)}): "
+                         + ", ".join(compress_keys(list(self.converted))))
+        if self.plan is not None and self.plan.naming == "mmdet3d":
+            lines.append("mapped mmdetection3d 1.x BEVFusion names to this model's")
+        if self.plan is not None and self.plan.object_head_loaded():
+            lines.append(f"box convention of the loaded object head: {self.plan.box_convention}")
         if self.unexpected:
             lines.append("unexpected key in source state_dict: " + ", ".join(compress_keys(self.unexpected)))
         for key, shape_ckpt, shape_model in self.mismatched:
@@ -197,6 +253,8 @@ class LoadReport:
     def failure(self) -> str:
         """One line saying why the run must not start."""
         parts = []
+        if self.nonfinite and self.plan is not None:
+            parts.append(self.plan.nonfinite_line())
         if self.unexpected_missing:
             parts.append(f"{len(self.unexpected_missing)} model keys are missing from the checkpoint and not in "
                          f"expect_missing: {', '.join(compress_keys(self.unexpected_missing))}")
@@ -207,8 +265,30 @@ class LoadReport:
         return f"{self.how} {self.path}: " + "; ".join(parts)
 
 
-def _covered(key: str, globs: list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(key, g) or key == g or key.startswith(g.rstrip(".*") + ".") for g in globs)
+def _info(t: torch.Tensor) -> TensorInfo:
+    return TensorInfo(str(t.dtype).replace("torch.", ""), tuple(t.shape))
+
+
+def plan_for(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], *, expect_missing: list[str] | None = None,
+             allow_unexpected: list[str] | None = None, prefix: str = "", finite: bool = True,
+             meta: dict | None = None) -> tuple[Plan, dict[str, torch.Tensor]]:
+    """The load plan for `state_dict` into `model` (bevctl.ckpt.plan.make_plan on the tensors' shapes and dtypes),
+    and the state dict it refers to (re-keyed under `prefix` for a module file)."""
+    own = model.state_dict()
+    params = {n for n, _ in model.named_parameters()}
+    if meta is None:
+        meta = getattr(state_dict, "meta", None) or {}
+    if prefix:
+        dotted = prefix + "."
+        state_dict = {(k if k.startswith(dotted) else dotted + k): v for k, v in state_dict.items()}
+        own = OrderedDict((k, v) for k, v in own.items() if k.startswith(dotted))
+    manifest = manifest_from_state(own, params)
+    plan = make_plan({k: _info(v) for k, v in state_dict.items()}, manifest, meta=meta,
+                     expect_missing=expect_missing or [], allow_unexpected=allow_unexpected or [])
+    if finite:
+        plan.mark_nonfinite({k: int((~torch.isfinite(state_dict[k])).sum()) for k in plan.sources()
+                             if state_dict[k].is_floating_point()})
+    return plan, state_dict
 
 
 def partial_load(
@@ -219,34 +299,59 @@ def partial_load(
     how: str = "load_from",
     expect_missing: list[str] | None = None,
     prefix: str = "",
+    allow_unexpected: list[str] | None = None,
+    finite: bool = True,
+    meta: dict | None = None,
 ) -> LoadReport:
-    """Copy every key whose name and shape match (strict=False semantics) and report the rest.
+    """Load what the plan keeps (name and shape match after unwrapping, mmdet3d names, spconv layout and casts)
+    and report the rest; strict=False semantics for unexpected keys.
 
     With `prefix` (a pretrained module file), the file's keys are read relative to that module; keys that
     already carry the prefix are accepted too, and only the module's own keys count as missing.
-    Nothing is copied when the report is not ok: the caller stops the run before training.
+    Nothing is copied when the report is not ok: the caller stops the run before training. When the object head
+    is loaded, its box coder takes the checkpoint's box convention, so it decodes the boxes it was trained on.
     """
+    plan, state_dict = plan_for(model, state_dict, expect_missing=expect_missing, allow_unexpected=allow_unexpected,
+                                prefix=prefix, finite=finite, meta=meta)
+    report = LoadReport.from_plan(plan, str(path), how)
+    if not report.ok:
+        return report
     own = model.state_dict()
-    if prefix:
-        dotted = prefix + "."
-        state_dict = {(k if k.startswith(dotted) else dotted + k): v for k, v in state_dict.items()}
-        own = OrderedDict((k, v) for k, v in own.items() if k.startswith(dotted))
-    report = LoadReport(path=str(path), how=how)
     accept: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        if key not in own:
-            report.unexpected.append(key)
-        elif tuple(value.shape) != tuple(own[key].shape):
-            report.mismatched.append((key, list(value.shape), list(own[key].shape)))
-        else:
-            accept[key] = value
-            report.matched.append(key)
-    report.missing = [k for k in own if k not in state_dict]
-    report.unexpected_missing = [k for k in report.missing if not _covered(k, expect_missing or [])]
-    if report.ok:
-        with torch.no_grad():
-            model.load_state_dict(accept, strict=False)
+    for entry in plan.loads():
+        tensor = state_dict[entry.source]
+        if entry.permute is not None:
+            tensor = tensor.permute(*entry.permute).contiguous()
+        accept[entry.key] = tensor.to(own[entry.key].dtype)
+    with torch.no_grad():
+        model.load_state_dict(accept, strict=False)
+    if plan.object_head_loaded():
+        set_box_convention(model, plan.box_convention)
     return report
+
+
+def _object_coder(model: torch.nn.Module) -> Any:
+    heads = getattr(model, "heads", None)
+    head = heads["object"] if heads is not None and "object" in heads else None
+    return getattr(head, "bbox_coder", None)
+
+
+def box_convention(model: torch.nn.Module) -> str | None:
+    """The object head's box convention (None without an object head): what checkpoints record in `meta`."""
+    coder = _object_coder(getattr(model, "module", model))
+    return getattr(coder, "convention", None)
+
+
+def set_box_convention(model: torch.nn.Module, convention: str) -> None:
+    coder = _object_coder(getattr(model, "module", model))
+    if coder is not None:
+        coder.convention = convention
+
+
+def checkpoint_meta(model: torch.nn.Module) -> dict[str, Any]:
+    """Model facts every checkpoint's `meta` carries so a later load interprets the weights right."""
+    convention = box_convention(model)
+    return {"box_convention": convention} if convention else {}
 
 
 # --------------------------------------------------------------------------------------------- RNG

@@ -130,6 +130,9 @@ class ModelConfig:
     object_classes: tuple = OBJECT_CLASSES
     map_classes: tuple = MAP_CLASSES
     heads: tuple = HEADS
+    # How the object head encodes boxes: "mmdet3d" (1.x: l, w, h, yaw, centre z) or "mit-han-lab" (the original:
+    # w, l, h, -yaw - pi/2, regressed z = centre + h/2); model/heads/box_coder.py. A loaded head brings its own.
+    box_convention: str = "mmdet3d"
     camera: CameraConfig = field(default_factory=CameraConfig)
     lidar: LidarConfig = field(default_factory=LidarConfig)
     fuser: FuserConfig = field(default_factory=FuserConfig)

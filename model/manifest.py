@@ -15,42 +15,25 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 import model  # noqa: F401
+from bevctl.ckpt.manifest import manifest_from_module, to_dict
 from model.bevfusion import build_model
 from model.config import MODEL_VERSION, get_config
 
 CONFIGS = ("full", "tiny")
 GCA_MODES = ("none", "shared", "task")
-GROUPS = ("encoders.camera.backbone", "encoders.camera.neck", "encoders.camera.vtransform", "encoders.lidar.backbone",
-          "fuser", "decoder.backbone", "decoder.neck", "task_gca.object", "task_gca.map", "task_gca.shared",
-          "heads.object", "heads.map")
 MANIFEST_DIR = Path(__file__).resolve().parents[1] / "bevctl" / "manifests"
 
 
-def group_of(key: str) -> str:
-    for g in GROUPS:
-        if key.startswith(g + "."):
-            return g
-    raise ValueError(f"key {key!r} is in no manifest group")
-
-
-def _dtype(t: torch.Tensor) -> str:
-    return str(t.dtype).removeprefix("torch.")
-
-
 def build_manifest(config: str, gca: str) -> dict:
+    """The shipped manifest's content, described by bevctl.ckpt.manifest (the one manifest builder)."""
     cfg = get_config(config, gca=gca)
     net = build_model(cfg, device="meta")
-    params = {n for n, _ in net.named_parameters()}
-    keys = []
-    for name, t in net.state_dict(keep_vars=True).items():
-        keys.append({"name": name, "shape": list(t.shape), "dtype": _dtype(t), "group": group_of(name),
-                     "kind": "param" if name in params else "buffer"})
-    return {"schema": 1, "config": config, "gca": gca, "heads": list(cfg.heads), "model_version": MODEL_VERSION,
-            "sparse_conv_layout": {"ours": "out,k0,k1,k2,in (spconv 2)", "original": "k0,k1,k2,in,out (spconv 1.x)"},
-            "keys": keys}
+    data = to_dict(manifest_from_module(net, config, gca, list(cfg.heads), MODEL_VERSION))
+    keys = data.pop("keys")
+    data["sparse_conv_layout"] = {"ours": "out,k0,k1,k2,in (spconv 2)", "original": "k0,k1,k2,in,out (spconv 1.x)"}
+    data["keys"] = keys
+    return data
 
 
 def render(manifest: dict) -> str:

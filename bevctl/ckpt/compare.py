@@ -1,12 +1,19 @@
-"""Compare a checkpoint's tensors with the model's key manifest, key by key, and sum up per module group."""
+"""Compare a checkpoint's tensors with the model's key manifest, key by key, and sum up per module group.
+
+Each loadable entry says exactly what the loader does with it: which checkpoint key it reads (`source`), the
+sparse-conv permutation (`permute`) and the dtype it is cast to (`cast`). `bevctl check-ckpt` reports these
+entries; the trainer's loader (model/checkpoint.py) applies them to the real tensors.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bevctl.ckpt.checkpoint import Checkpoint
-from bevctl.ckpt.manifest import Manifest
+from typing import Mapping
+
 from bevctl.ckpt import rules
+from bevctl.ckpt.manifest import Manifest
+from bevctl.ckpt.types import FLOAT_DTYPES, TensorInfo
 
 # Entry statuses; "layout" = spconv weight that loads after a fixed permutation.
 MATCHED, LAYOUT, NEW, MISSING, MISMATCH, UNEXPECTED, ALLOWED, IGNORED = (
@@ -24,9 +31,25 @@ class Entry:
     numel: int = 0  # model numel for model keys, checkpoint numel otherwise
     is_param: bool = True
     note: str = ""  # glob that allowed it, ignore reason, layout conversion, original key before remap
+    source: str = ""  # the checkpoint's key (after unwrapping) this entry reads
+    permute: tuple[int, ...] | None = None  # applied to the checkpoint tensor before the copy
+    cast: str | None = None  # the model's dtype when the checkpoint stores another float type
+    nonfinite: int = 0  # NaN/inf values in the checkpoint tensor (when counted)
+
+    @property
+    def converted(self) -> bool:
+        return self.permute is not None or self.cast is not None or (bool(self.source) and self.source != self.key)
 
     def to_json(self) -> dict:
         data = {"key": self.key, "group": self.group, "status": self.status}
+        if self.source and self.source != self.key:
+            data["source"] = self.source
+        if self.permute is not None:
+            data["permute"] = list(self.permute)
+        if self.cast is not None:
+            data["cast"] = self.cast
+        if self.nonfinite:
+            data["nonfinite"] = self.nonfinite
         if self.ckpt_shape is not None:
             data["checkpoint_shape"] = list(self.ckpt_shape)
         if self.model_shape is not None:
@@ -78,7 +101,7 @@ class Group:
     @property
     def verdict(self) -> str:
         c = self.counts
-        if c.get(MISSING) or c.get(MISMATCH):
+        if c.get(MISSING) or c.get(MISMATCH) or c.get("nonfinite"):
             return "problem"
         if not self.in_model:
             return "allowed" if not c.get(UNEXPECTED) else "unused"
@@ -98,7 +121,8 @@ class Group:
             "params": self.params,
             "kept_params": self.kept_params,
             "coverage": round(self.coverage, 6),
-            "counts": {s: self.counts.get(s, 0) for s in (MATCHED, LAYOUT, NEW, MISSING, MISMATCH, UNEXPECTED, ALLOWED, IGNORED)},
+            "counts": {s: self.counts.get(s, 0)
+                       for s in (MATCHED, LAYOUT, NEW, MISSING, MISMATCH, UNEXPECTED, ALLOWED, IGNORED, "nonfinite")},
             "param_counts": {s: self.param_counts.get(s, 0) for s in (MATCHED, LAYOUT, NEW, MISSING, MISMATCH)},
         }
 
@@ -112,26 +136,28 @@ class Comparison:
 
 
 def compare(
-    ckpt: Checkpoint,
+    ckpt_tensors: Mapping[str, TensorInfo],
     manifest: Manifest,
     expect_missing: list[str],
     allow_unexpected: list[str],
     remap: list[tuple[str, str]],
 ) -> Comparison:
-    renamed = rules.apply_remap(ckpt.tensors, remap) if remap else {k: k for k in ckpt.tensors}
+    ckpt_tensors = getattr(ckpt_tensors, "tensors", ckpt_tensors)  # a Checkpoint is accepted too
+    renamed = rules.apply_remap(ckpt_tensors, remap) if remap else {k: k for k in ckpt_tensors}
     tensors = {}
     collisions = []
     for old, new in renamed.items():
         if new in tensors:
             collisions.append(new)
-        tensors[new] = (ckpt.tensors[old], old)
+        tensors[new] = (ckpt_tensors[old], old)
     entries: list[Entry] = []
     for key, spec in manifest.keys.items():
         found = tensors.get(key)
         is_param = spec.kind == "param"
         reason = rules.ignore_reason(key)
         if reason:
-            entries.append(Entry(key, spec.group, IGNORED, found[0].shape if found else None, spec.shape, spec.numel, is_param, reason))
+            entries.append(Entry(key, spec.group, IGNORED, found[0].shape if found else None, spec.shape, spec.numel,
+                                 is_param, reason, source=found[1] if found and found[0].shape == spec.shape else ""))
             continue
         if found is None:
             glob = rules.matches_any(key, expect_missing)
@@ -140,27 +166,32 @@ def compare(
             continue
         info, old = found
         note = f"from {old}" if old != key else ""
+        cast = spec.dtype if info.dtype != spec.dtype and info.dtype in FLOAT_DTYPES and spec.dtype in FLOAT_DTYPES else None
         if info.shape == spec.shape:
-            entries.append(Entry(key, spec.group, MATCHED, info.shape, spec.shape, spec.numel, is_param, note))
+            entries.append(Entry(key, spec.group, MATCHED, info.shape, spec.shape, spec.numel, is_param, note,
+                                 source=old, cast=cast))
             continue
         layout = rules.spconv_layout(info.shape, spec.shape)
         if layout:
             perm = rules.SPCONV_PERMUTE[layout]
             entries.append(Entry(key, spec.group, LAYOUT, info.shape, spec.shape, spec.numel, is_param,
-                                 f"{layout}: permute{perm}" + (f"; {note}" if note else "")))
+                                 f"{layout}: permute{perm}" + (f"; {note}" if note else ""),
+                                 source=old, permute=perm, cast=cast))
         else:
-            entries.append(Entry(key, spec.group, MISMATCH, info.shape, spec.shape, spec.numel, is_param, note))
+            entries.append(Entry(key, spec.group, MISMATCH, info.shape, spec.shape, spec.numel, is_param, note,
+                                 source=old))
     for key, (info, old) in tensors.items():
         if key in manifest.keys:
             continue
         group = rules.group_of(key)
         reason = rules.ignore_reason(key)
         if reason:
-            entries.append(Entry(key, group, IGNORED, info.shape, None, info.numel, info.is_param, reason))
+            entries.append(Entry(key, group, IGNORED, info.shape, None, info.numel, info.is_param, reason, source=old))
             continue
         glob = rules.matches_any(key, allow_unexpected) or rules.matches_any(old, allow_unexpected)
         note = glob or (f"from {old}" if old != key else "")
-        entries.append(Entry(key, group, ALLOWED if glob else UNEXPECTED, info.shape, None, info.numel, info.is_param, note))
+        entries.append(Entry(key, group, ALLOWED if glob else UNEXPECTED, info.shape, None, info.numel, info.is_param,
+                             note, source=old))
     return Comparison(entries=entries, groups=_groups(entries, manifest),
                       remapped=sum(1 for o, n in renamed.items() if o != n), collisions=collisions)
 

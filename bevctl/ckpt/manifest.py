@@ -152,17 +152,24 @@ def live_manifest(config: str, gca: str, heads: Iterable[str] | None = None) -> 
 def manifest_from_module(module: Any, config: str, gca: str, heads: list[str], model_version: str = "") -> Manifest:
     """Describe any torch module's state dict (params and persistent buffers) in manifest form."""
     params = {name for name, _ in module.named_parameters()}
+    return manifest_from_state(module.state_dict(keep_vars=True), params, config, gca, heads, model_version)
+
+
+def manifest_from_state(state: Any, params: set[str], config: str = "?", gca: str = "?", heads: Iterable[str] = (),
+                        model_version: str = "") -> Manifest:
+    """A state dict's keys (anything with `.shape` and `.dtype`) in manifest form; `params` names the parameters.
+    The one place key manifests are built: shipped files (model/manifest.py), live builds and the trainer's load."""
     keys: dict[str, ModelKey] = {}
     groups: list[str] = []
-    for name, tensor in module.state_dict(keep_vars=True).items():
+    for name, tensor in state.items():
         group = group_of(name)
         keys[name] = ModelKey(
             name=name,
-            shape=tuple(tensor.shape),
+            shape=tuple(int(s) for s in tensor.shape),
             dtype=str(tensor.dtype).replace("torch.", ""),
             group=group,
             kind="param" if name in params else "buffer",
         )
         if group not in groups:
             groups.append(group)
-    return Manifest(config, gca, heads, keys, "module", model_version, groups)
+    return Manifest(config, gca, list(heads), keys, "module", model_version, groups)

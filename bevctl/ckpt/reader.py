@@ -9,28 +9,21 @@ with the full list of offending names (a `--trust` load with torch is the explic
 
 from __future__ import annotations
 
-import math
-
 import collections
 import io
 import pickle
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bevctl.errors import UsageError
+from bevctl.ckpt.types import ITEMSIZE, CheckpointUnreadable, Loaded, TensorInfo
+
+__all__ = ["CheckpointUnreadable", "Loaded", "TensorInfo", "ITEMSIZE", "read_zip", "read_pickle", "restricted_loads"]
 
 ZIP_MAGIC = b"PK\x03\x04"
 # torch's legacy (pre-1.6) format starts with a pickled magic number 0x1950a86a20f9469cfc6c.
 LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
-MAX_PICKLE_BYTES = 1 << 30
 
-ITEMSIZE = {
-    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int16": 2, "int8": 1,
-    "uint8": 1, "uint16": 2, "uint32": 4, "uint64": 8, "bool": 1, "complex64": 8, "complex128": 16,
-    "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1,
-}
 _DTYPE_ALIASES = {
     "float": "float32", "double": "float64", "half": "float16", "long": "int64", "int": "int32", "short": "int16",
     "cfloat": "complex64", "cdouble": "complex128",
@@ -41,45 +34,6 @@ _STORAGE_DTYPES = {
     "ByteStorage": "uint8", "BoolStorage": "bool", "ComplexFloatStorage": "complex64",
     "ComplexDoubleStorage": "complex128", "UntypedStorage": None,
 }
-
-
-class CheckpointUnreadable(UsageError):
-    """Unreadable, unsafe or not a checkpoint: exit 2, one line."""
-
-
-class TensorInfo:
-    """What the report needs from a tensor: never its values. (A slotted class: thousands are made per file.)"""
-
-    __slots__ = ("dtype", "shape", "is_param")
-
-    def __init__(self, dtype: str, shape: tuple[int, ...], is_param: bool = False):
-        self.dtype = dtype
-        self.shape = shape
-        self.is_param = is_param
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TensorInfo) and (self.dtype, self.shape) == (other.dtype, other.shape)
-
-    def __hash__(self) -> int:
-        return hash((self.dtype, self.shape))
-
-    def __repr__(self) -> str:
-        return f"TensorInfo({self.dtype}, {list(self.shape)})"
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-
-@dataclass
-class Loaded:
-    """The saved object with tensors replaced by `TensorInfo`, and where it came from."""
-
-    obj: Any
-    format: str  # "zip" | "safetensors" | "legacy-torch" | "trusted-torch"
-    size: int
-    notes: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)  # format-level metadata (safetensors __metadata__)
 
 
 # ------------------------------------------------------------------------------------------ inert records
@@ -145,7 +99,7 @@ def _tensor(seen: list, storage: Any, offset: Any, size: Any, stride: Any, dtype
 
 def _rebuild_parameter(data, requires_grad=True, hooks=None, state=None):
     if isinstance(data, TensorInfo):
-        return TensorInfo(data.dtype, data.shape, is_param=True)
+        data.is_param = True  # the same record: its storage location is filled in after unpickling
     return data
 
 
@@ -276,36 +230,16 @@ def _refusal(symbols: list[str]) -> CheckpointUnreadable:
 
 # ------------------------------------------------------------------------------------------ formats
 
-
-def sniff(path: Path) -> str:
-    """The file's format from its first bytes: zip, safetensors, legacy-torch, pickle, empty or unknown."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except IsADirectoryError:
-        raise CheckpointUnreadable(f"{path} is a directory, not a checkpoint file") from None
-    except FileNotFoundError:
-        raise CheckpointUnreadable(f"{path} not found", fix="check the path (ls -l)") from None
-    except OSError as exc:
-        raise CheckpointUnreadable(f"{path}: cannot read: {exc.strerror}") from None
-    if not head:
-        return "empty"
-    if head.startswith(ZIP_MAGIC) or head.startswith(b"PK\x05\x06"):
-        return "zip"
-    if head.startswith(LEGACY_MAGIC[:14]):
-        return "legacy-torch"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
-    if head[:1] == b"\x80":
-        return "pickle"
-    return "unknown"
+# A torch zip stores tensors uncompressed; anything that inflates far beyond its compressed size is not one.
+MAX_RATIO = 50
+MAX_INDEX_BYTES = 256 << 20  # data.pkl: the index of tensors and containers, a few MB even for huge models
 
 
 def read_zip(path: Path) -> Loaded:
     size = path.stat().st_size
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, ValueError, EOFError):
         raise CheckpointUnreadable(
             f"{path} is damaged: a zip checkpoint without its central directory (truncated or partly copied?)",
             fix="copy the file again or use an earlier checkpoint",
@@ -317,13 +251,14 @@ def read_zip(path: Path) -> Loaded:
             raise CheckpointUnreadable(f"{path} is a zip archive but not a torch checkpoint (no data.pkl)")
         pkl = min(pickles, key=len)
         root = pkl[: -len("data.pkl")]
-        if infos[pkl].file_size > MAX_PICKLE_BYTES:
-            raise CheckpointUnreadable(f"{path}: data.pkl is {infos[pkl].file_size} bytes, too large to be a checkpoint index")
-        _check_extents(path, size, infos)
+        _check_sizes(path, size, infos, pkl)
         try:
-            data = archive.read(pkl)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            with archive.open(pkl) as fh:
+                data = fh.read(MAX_INDEX_BYTES + 1)  # never more than the cap, whatever the directory claims
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
             raise CheckpointUnreadable(f"{path} is damaged: cannot read data.pkl ({exc})") from None
+        if len(data) > MAX_INDEX_BYTES:
+            raise CheckpointUnreadable(f"{path}: data.pkl inflates past {MAX_INDEX_BYTES >> 20} MB; not a checkpoint index")
         obj, refused, tensors = restricted_loads(data)
         if refused:
             raise _refusal(refused)
@@ -331,17 +266,32 @@ def read_zip(path: Path) -> Loaded:
     return Loaded(obj=obj, format="zip", size=size)
 
 
-def _check_extents(path: Path, size: int, infos: dict[str, zipfile.ZipInfo]) -> None:
+def _check_sizes(path: Path, size: int, infos: dict[str, zipfile.ZipInfo], pkl: str) -> None:
+    """Refuse zip bombs and cut copies from the directory alone, before a byte is inflated."""
+    total = 0
     for info in infos.values():
         # local header (30 bytes + name) + data must lie inside the file; catches cut or zero-filled copies
         if info.header_offset + 30 + len(info.filename) + info.compress_size > size:
             raise CheckpointUnreadable(f"{path} is damaged: entry {info.filename} runs past the end of the file")
+        if info.file_size > MAX_RATIO * info.compress_size + 4096:
+            raise CheckpointUnreadable(
+                f"{path}: entry {info.filename} inflates {info.file_size} bytes from {info.compress_size} "
+                "(a zip bomb, not a checkpoint); refused without unpacking",
+                fix="torch.save writes tensors uncompressed; re-save the weights with torch.save",
+            )
+        total += info.file_size
+    if total > MAX_RATIO * size + (1 << 20):
+        raise CheckpointUnreadable(f"{path}: the archive claims {total} unpacked bytes from a {size}-byte file; refused")
+    if infos[pkl].file_size > MAX_INDEX_BYTES:
+        raise CheckpointUnreadable(f"{path}: data.pkl is {infos[pkl].file_size} bytes, too large to be a checkpoint index")
 
 
 def _check_storages(path: Path, root: str, infos: dict[str, zipfile.ZipInfo], tensors: list) -> None:
-    """Every tensor's bytes must exist in its storage entry (sizes from the zip directory; no data read)."""
+    """Every tensor's bytes must exist in its storage entry (sizes from the zip directory; no data read).
+    Records where each tensor's bytes are (`TensorInfo.where`) for the finite check."""
     for info, storage, offset, stride in tensors:
-        entry = infos.get(f"{root}data/{storage.key}")
+        member = f"{root}data/{storage.key}"
+        entry = infos.get(member)
         if entry is None:
             raise CheckpointUnreadable(f"{path} is damaged: storage data/{storage.key} is missing from the archive")
         item = ITEMSIZE.get(info.dtype, 1)
@@ -351,50 +301,15 @@ def _check_storages(path: Path, root: str, infos: dict[str, zipfile.ZipInfo], te
             raise CheckpointUnreadable(
                 f"{path} is damaged: storage data/{storage.key} holds {entry.file_size} bytes, tensor needs {needed}"
             )
+        info.where = (member, offset * item, extent * item)
 
 
 def read_pickle(path: Path) -> Loaded:
     """A bare pickle (not torch's format): read inertly, so unsafe ones are refused without running."""
     size = path.stat().st_size
-    if size > MAX_PICKLE_BYTES:
+    if size > MAX_INDEX_BYTES:
         raise CheckpointUnreadable(f"{path} is a {size}-byte bare pickle; not a torch checkpoint")
     obj, refused, _ = restricted_loads(path.read_bytes())
     if refused:
         raise _refusal(refused)
     return Loaded(obj=obj, format="pickle", size=size)
-
-
-def read_any(path: Path, trust: bool = False) -> Loaded:
-    """Dispatch on the file's format; every failure is a `CheckpointUnreadable` with one line."""
-    kind = sniff(path)
-    if kind == "empty":
-        raise CheckpointUnreadable(f"{path} is empty (0 bytes)", fix="the save was interrupted; use an earlier checkpoint")
-    if trust and kind in ("zip", "legacy-torch", "pickle"):
-        from bevctl.ckpt.trusted import load_with_torch
-
-        return load_with_torch(path, trusted=True)
-    if kind == "zip":
-        return read_zip(path)
-    if kind == "safetensors":
-        from bevctl.ckpt.safetensors import read_safetensors
-
-        return read_safetensors(path)
-    if kind == "legacy-torch":
-        from bevctl.ckpt.trusted import load_with_torch
-
-        return load_with_torch(path, trusted=False)
-    if kind == "pickle":
-        return read_pickle(path)
-    if _looks_like_text(path):
-        raise CheckpointUnreadable(f"{path} is a text file, not a checkpoint")
-    raise CheckpointUnreadable(f"{path} is not a checkpoint (neither a torch zip archive, a pickle nor safetensors)")
-
-
-def _looks_like_text(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        chunk = fh.read(4096)
-    try:
-        chunk.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return b"\x00" not in chunk

@@ -28,6 +28,9 @@ class Report:
     trusted: bool = False
     suggestions: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    plan: Any = None  # bevctl.ckpt.plan.Plan
+    inferred: Any = None  # bevctl.ckpt.infer.Inferred when the model came from the checkpoint itself
+    looks_like: Any = None  # an Inferred that fits clearly better than the model checked against
 
     # ------------------------------------------------------------------ verdict
 
@@ -36,7 +39,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not self.entries(MISSING, MISMATCH)
+        return self.plan.ok if self.plan is not None else not self.entries(MISSING, MISMATCH)
 
     @property
     def exit_code(self) -> int:
@@ -68,9 +71,13 @@ class Report:
         """What to do about an incompatible checkpoint, as one line ("" when compatible)."""
         if self.ok:
             return ""
+        if self.looks_like is not None:
+            return (f"check it against that model: --model-config {self.looks_like.config} --gca {self.looks_like.gca}"
+                    " (or fix the phase's model section)")
+        if self.plan is not None and self.plan.nonfinite:
+            return ("use an earlier checkpoint of that run (its weights diverged), or --no-finite-check "
+                    "if those values are intended")
         s = self.suggestions
-        if s.get("mmdet3d"):
-            return "the checkpoint uses mmdetection3d's names: check it with --mmdet3d"
         if s.get("prefix"):
             p = s["prefix"]
             return f"rename the checkpoint's keys: --remap {remap_arg(p['regex'], p['replacement'])}"
@@ -95,11 +102,22 @@ class Report:
         layout = self.entries(LAYOUT)
         if layout:
             parts.append(f"{len(layout)} spconv weights need a layout conversion")
+        if self.plan is not None and self.plan.nonfinite:
+            parts.append(self.plan.nonfinite_line())
         return "; ".join(parts)
+
+    def looks_like_line(self) -> str:
+        other = self.looks_like
+        return (f"this looks like a {other.config} checkpoint ({other.describe()}; {100 * other.score:.0f}% of its "
+                f"tensors fit), not {self.manifest.config} gca {self.manifest.gca}")
 
     def failure_line(self) -> str:
         """What `bevctl check-ckpt` says on exit 1, with the exact flags that would accept the missing keys."""
         bits = []
+        if self.looks_like is not None:
+            return f"incompatible: {self.looks_like_line()}; {self.fix()}"
+        if self.plan is not None and self.plan.nonfinite:
+            bits.append(self.plan.nonfinite_line())
         missing = self.entries(MISSING)
         if missing:
             globs = self.suggestions.get("expect_missing", [])
@@ -158,7 +176,19 @@ class Report:
             },
             "suggestions": self.suggestions,
             "notes": self.notes,
+            "plan": self._plan_json(),
+            "inferred": vars(self.inferred) if self.inferred is not None else None,
+            "looks_like": vars(self.looks_like) if self.looks_like is not None else None,
         }
+
+    def _plan_json(self) -> dict[str, Any] | None:
+        plan = self.plan
+        if plan is None:
+            return None
+        return {"naming": plan.naming, "box_convention": plan.box_convention,
+                "box_convention_source": plan.box_convention_source, "converted": plan.converted,
+                "finite_checked": plan.finite_checked, "nonfinite": plan.nonfinite,
+                "nonfinite_groups": plan.nonfinite_groups()}
 
     # ------------------------------------------------------------------ human
 
@@ -177,6 +207,8 @@ class Report:
         ck = self.checkpoint
         man = self.manifest
         lines = []
+        if self.looks_like is not None:
+            lines.append(f"[bold red]{escape(self.looks_like_line())}[/]")
         source = f"[{ck.format}]"
         if ck.nesting:
             source += " " + "/".join(f"['{n}']" for n in ck.nesting)
@@ -205,6 +237,8 @@ class Report:
                          f"({self.comparison.remapped:,} keys renamed)")
 
         header = ["group", "verdict", "keys", "params kept", "coverage", "new", "missing", "mismatch", "unexpected", "ignored"]
+        if self.plan is not None and self.plan.nonfinite:
+            header.append("NaN/inf")
         rows = []
         for g in self.comparison.groups:
             c = g.counts
@@ -217,7 +251,7 @@ class Report:
                 f"{100 * g.coverage:.1f}%" if g.in_model else "-",
                 _n(c.get(NEW)), _n(c.get(MISSING)), _n(c.get(MISMATCH)),
                 _n(c.get(UNEXPECTED, 0) + c.get(ALLOWED, 0)), _n(c.get(IGNORED)),
-            ])
+            ] + ([_n(c.get("nonfinite"))] if len(header) > 10 else []))
         widths = [max(cell_len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
         def fmt(cells: list[str], style: str = "") -> str:
@@ -233,6 +267,10 @@ class Report:
             style = "red" if row[1].startswith("❌") else ""
             lines.append(fmt(row, style))
 
+        if self.plan is not None and self.plan.nonfinite:
+            bad = [e for e in self.entries(MATCHED, LAYOUT) if e.nonfinite]
+            lines.append(f"[bold]non-finite weights[/] ({len(bad)}):")
+            lines.extend(f"  {escape(e.key)}: {e.nonfinite:,} NaN/inf of {e.numel:,}" for e in bad[:SHOW])
         self._detail(lines, MISMATCH, "shape mismatch",
                      lambda e: f"{e.key}: checkpoint {list(e.ckpt_shape)} vs model {list(e.model_shape)}")
         self._detail(lines, MISSING, "missing (not expected)", lambda e: f"{e.key} {list(e.model_shape)}")
@@ -263,9 +301,6 @@ class Report:
         if s.get("prefix"):
             p = s["prefix"]
             lines.append(f"{p['matches']:,} checkpoint keys match under another prefix: --remap {remap_arg(p['regex'], p['replacement'])}")
-        if s.get("mmdet3d"):
-            args = " ".join(f"--remap {remap_arg(p, r)}" for p, r in s["mmdet3d"])
-            lines.append(f"the checkpoint uses mmdetection3d's BEVFusion names; convert with --mmdet3d (same as {args})")
         if s.get("allow_unexpected"):
             lines.append("to silence the unexpected keys: " +
                          " ".join(f"--allow-unexpected {shell_quote(g)}" for g in s["allow_unexpected"]))

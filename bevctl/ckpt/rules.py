@@ -19,8 +19,13 @@ IGNORE_RULES: list[tuple[str, str]] = [
     ("encoders.camera.vtransform.nx", "view-transform geometry recomputed from the config"),
 ]
 
-# How many dotted components name a report group, by root module.
+# How many dotted components name a report group, by root module: the one module-group mapping of keys (the key
+# manifests, check-ckpt's report and the trainer's load report all call group_of).
 GROUP_DEPTH = {"encoders": 3, "decoder": 2, "heads": 2, "task_gca": 2, "fuser": 1}
+# The bundled model's groups, in report order (DEVELOPERS.md, "Key manifest").
+GROUPS = ("encoders.camera.backbone", "encoders.camera.neck", "encoders.camera.vtransform", "encoders.lidar.backbone",
+          "fuser", "decoder.backbone", "decoder.neck", "task_gca.object", "task_gca.map", "task_gca.shared",
+          "heads.object", "heads.map")
 
 # mmdet3d 1.x projects/BEVFusion module names -> the original's (checkpoint key prefixes).
 MMDET3D_PREFIXES: list[tuple[str, str]] = [
@@ -60,8 +65,9 @@ def ignore_reason(key: str) -> str | None:
 
 
 def matches_any(key: str, globs: Iterable[str]) -> str | None:
+    """The first glob covering `key`: an fnmatch pattern, or a module name covering its keys (`task_gca`)."""
     for glob in globs:
-        if fnmatchcase(key, glob):
+        if fnmatchcase(key, glob) or key.startswith(glob.rstrip(".*") + "."):
             return glob
     return None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bevctl.ckpt.reader import CheckpointUnreadable, Loaded, TensorInfo
+from bevctl.ckpt.types import CheckpointUnreadable, Loaded, TensorInfo
 
 
 def torch_available() -> bool:
@@ -53,7 +53,8 @@ def load_with_torch(path: Path, trusted: bool) -> Loaded:
 def _describe(obj: Any, torch: Any, depth: int = 0) -> Any:
     if isinstance(obj, torch.Tensor):
         dtype = str(obj.dtype).replace("torch.", "")
-        return TensorInfo(dtype=dtype, shape=tuple(obj.shape), is_param=isinstance(obj, torch.nn.Parameter))
+        bad = int((~torch.isfinite(obj)).sum()) if obj.is_floating_point() else 0
+        return TensorInfo(dtype=dtype, shape=tuple(obj.shape), is_param=isinstance(obj, torch.nn.Parameter), nonfinite=bad)
     if depth > 50:
         return None
     if isinstance(obj, dict):

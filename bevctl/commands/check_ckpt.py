@@ -1,45 +1,42 @@
+"""`bevctl check-ckpt`, built from the one option table in `bevctl.ckpt.command` (the fast entry path uses it too)."""
+
+import inspect
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
+from bevctl.ckpt import command
+from bevctl.ckpt.command import CHECKPOINT_HELP, OPTIONS
 
-def check_ckpt(
-    checkpoint: Optional[Path] = typer.Argument(
-        None, help="Checkpoint file (.pth or .safetensors). Default with --phase: the phase's load_from.", show_default=False
-    ),
-    phase: Optional[str] = typer.Option(None, "--phase", help="Take model config, GCA mode and expectations from this phase."),
-    model_config: Optional[str] = typer.Option(
-        None, "--model-config", help="full, tiny, a model-config YAML (built live, needs torch) or a key manifest .json."
-    ),
-    gca: Optional[str] = typer.Option(None, "--gca", help="GCA mode of the model: none, shared or task."),
-    expect_missing: List[str] = typer.Option(
-        [], "--expect-missing", metavar="GLOB", help="Model keys allowed to be missing (new modules), e.g. 'task_gca.*'."
-    ),
-    allow_unexpected: List[str] = typer.Option(
-        [], "--allow-unexpected", metavar="GLOB", help="Checkpoint keys the model does not have that are fine to drop."
-    ),
-    remap: List[str] = typer.Option(
-        [], "--remap", metavar="REGEX=REPL", help=r"Rename checkpoint keys first (re.sub, in order), e.g. '^backbone\.=encoders.camera.backbone.'."
-    ),
-    mmdet3d: bool = typer.Option(False, "--mmdet3d", help="Rename mmdetection3d BEVFusion keys to this model's names."),
-    live: bool = typer.Option(False, "--live", help="Build the model on the meta device instead of using a shipped manifest (needs torch)."),
-    trust: bool = typer.Option(
-        False, "--trust", help="Load with torch.load(weights_only=False): runs the file's pickle. Only for files you trust."
-    ),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON (schema 1)."),
-) -> None:
+_TYPES = {"flag": bool, "value": Optional[str], "list": List[str]}
+_DEFAULTS = {"flag": False, "value": None, "list": []}
+
+
+def check_ckpt(**kwargs) -> None:
     """Validate a checkpoint against the model's keys before launch.
 
-    Reads only the checkpoint's index (the pickle inside the .pth zip, never executed; or the safetensors header), so it is fast and needs no torch and no GPU. Reports per module group what keeps its training, what is new, missing, mismatched or unexpected.
+    Reads only the checkpoint's index (the pickle inside the .pth zip, never executed; or the safetensors header) and, for NaN/inf, the bytes of the weights that would load; it needs no torch and no GPU. Unwraps {'state_dict'|'model'|'module'|'ema': ...} and module. prefixes, maps mmdetection3d 1.x names and spconv 1.x kernels exactly as the trainer will, and reports per module group what keeps its training, what is new, missing, mismatched, unexpected or non-finite. Without --phase or --model-config the model is inferred from the checkpoint.
 
     Exit codes: 0 compatible under the expectations; 1 incompatible (prints the --expect-missing globs that would accept the missing keys); 2 unreadable, unsafe or not a checkpoint.
 
     Example: bevctl check-ckpt runs/phase3/epoch_5.pth --phase phase4a
     """
-    from bevctl.ckpt.command import run_check_ckpt
-
-    code = run_check_ckpt(checkpoint, phase, model_config, gca, expect_missing, allow_unexpected, remap, mmdet3d,
-                          live, trust, json_out)
+    code = command.run_check_ckpt(**kwargs)
     if code:
         raise typer.Exit(code)
+
+
+def _signature() -> inspect.Signature:
+    params = [inspect.Parameter("checkpoint", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                annotation=Annotated[Optional[Path], typer.Argument(help=CHECKPOINT_HELP,
+                                                                                     show_default=False)])]
+    for o in OPTIONS:
+        params.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=_DEFAULTS[o.kind],
+                                        annotation=Annotated[_TYPES[o.kind], typer.Option(o.flag, help=o.help,
+                                                                                         metavar=o.metavar)]))
+    return inspect.Signature(params)
+
+
+check_ckpt.__signature__ = _signature()
+check_ckpt.__annotations__ = {p.name: p.annotation for p in check_ckpt.__signature__.parameters.values()}

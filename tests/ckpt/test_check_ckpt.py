@@ -302,10 +302,12 @@ def test_prefix_suggestion_for_a_backbone_only_checkpoint(files):
 
 def test_mmdet3d_names_are_recognised_and_mapped(files, tmp_path):
     path = save(tmp_path / "mmdet3d.pth", {"state_dict": to_mmdet3d_names(MiniBEVFusion("task").state_dict())})
-    plain = check(path, model_config=str(files["task"]), expect_missing=["task_gca.*", "heads.map.*"])
-    assert not plain.ok and plain.suggestions["mmdet3d"]
+    auto = check(path, model_config=str(files["task"]), expect_missing=["task_gca.*", "heads.map.*"])
+    assert auto.ok and auto.plan.naming == "mmdet3d", auto.failure_line()
+    assert any("mmdetection3d 1.x" in n for n in auto.notes)
     mapped = check(path, model_config=str(files["task"]), expect_missing=["task_gca.*", "heads.map.*"], mmdet3d=True)
     assert mapped.ok, mapped.failure_line()
+    assert mapped.plan.converted == auto.plan.converted
     assert not mapped.entries("unexpected")
     # the Swin FFN (ffn.layers.0.0) keeps its name: only the TransFusion decoder layer is renamed
     assert any(e.key == "encoders.camera.backbone.ffn.0.0.weight" for e in mapped.entries("matched"))
@@ -524,10 +526,10 @@ def test_heads_subset_drops_the_other_head(files):
 
 
 def test_fast_entry_options_are_the_typer_commands_options():
-    """bevctl/entry.py parses check-ckpt without Typer; its option tables must be exactly the Typer command's."""
+    """The Typer command is built from bevctl.ckpt.command.OPTIONS, the table bevctl/entry.py parses with."""
     import typer.main
 
-    from bevctl import entry
+    from bevctl.ckpt import command as options
     from bevctl.cli import app
 
     command = typer.main.get_command(app).commands["check-ckpt"]
@@ -541,9 +543,9 @@ def test_fast_entry_options_are_the_typer_commands_options():
                 continue
             table = flags if param.is_flag else lists if param.multiple else values
             table[opt] = param.name
-    assert flags == entry.CHECK_CKPT_FLAGS
-    assert values == entry.CHECK_CKPT_VALUES
-    assert lists == entry.CHECK_CKPT_LISTS
+    assert flags == options.FLAGS
+    assert values == options.VALUES
+    assert lists == options.LISTS
     assert arguments == ["checkpoint"]
 
 

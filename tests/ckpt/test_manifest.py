@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from model.manifest import CONFIGS, GCA_MODES, GROUPS, build_manifest, path_for, render
+from bevctl.ckpt.rules import GROUPS
+from model.manifest import CONFIGS, GCA_MODES, build_manifest, path_for, render
 
 
 @pytest.mark.parametrize("config", CONFIGS)
