@@ -118,9 +118,10 @@ def gaussian_heatmap(shape: tuple[int, int, int], labels: Tensor, cx: Tensor, cy
     sigma = (2 * r + 1).float() / 6
     g = torch.exp(-(dx * dx + dy * dy).float() / (2 * sigma * sigma))
     px, py = cx.view(-1, 1, 1) + dx, cy.view(-1, 1, 1) + dy
+    # A centre cell outside the map still draws the part of its Gaussian that falls inside, as the original's
+    # clipped window does; only the cells themselves are bounds-checked.
     keep = ((dx.abs() <= r) & (dy.abs() <= r) & (g >= torch.finfo(torch.float32).eps)
-            & (px >= 0) & (px < size_x) & (py >= 0) & (py < size_y)
-            & ((cx >= 0) & (cx < size_x) & (cy >= 0) & (cy < size_y)).view(-1, 1, 1))
+            & (px >= 0) & (px < size_x) & (py >= 0) & (py < size_y))
     index = (labels.view(-1, 1, 1) * size_x + px) * size_y + py
     heatmap.scatter_reduce_(0, index[keep], g[keep], reduce="amax")
     return heatmap.view(shape)
