@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bevctl.errors import UsageError
@@ -23,57 +23,104 @@ GcaMode = Literal["none", "shared", "task"]
 TASKS = ("object", "map")
 
 
+SEED_MAX = 2**32 - 1  # numpy's seed range
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Inputs have limits (issue 15): no inf/nan anywhere, no string longer than a path can be.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, str_max_length=4096)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_not_booleans(cls, data: Any) -> Any:
+        # pydantic's lax mode reads `epochs: yes` as 1; in a phase that is a mistake, not a number
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if isinstance(value, bool) and field is not None and _number_field(field.annotation):
+                    raise ValueError(f"{key} must be a number, not {str(value).lower()}")
+        return data
+
+
+def _number_field(annotation: Any) -> bool:
+    args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) is Union else [annotation]
+    return bool(args) and all(a in (int, float) for a in args)
+
+
+def _matches(pattern: str, rule: str) -> Any:
+    """A field validator: the value fullmatches `pattern`, else the plain-language `rule` is the message."""
+    compiled = re.compile(pattern)
+
+    def check(cls: Any, value: Any) -> Any:
+        if isinstance(value, str) and not compiled.fullmatch(value):
+            raise ValueError(rule)
+        return value
+
+    return classmethod(check)
 
 
 class ModelSpec(_Strict):
     config: str = "full"  # "full", "tiny", or a path to a model-config YAML
     gca: GcaMode = "task"
     heads: list[Literal["object", "map"]] = Field(default_factory=lambda: ["object", "map"])
+    # Fill the detection heatmap's class bias with this (CenterPoint's -2.19 = prior 0.1); None keeps the
+    # original's effective init (its init_weights is never called).
+    heatmap_bias_init: Optional[float] = None
 
 
 class SynthSpec(_Strict):
     scenes: int = Field(10, ge=2, le=10)
-    samples_per_scene: int = Field(4, ge=1)
-    seed: int = 0
+    samples_per_scene: int = Field(4, ge=1, le=100)  # a real nuScenes scene has about 40
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class DataSpec(_Strict):
-    root: str = "data/nuscenes"
+    root: str = Field("data/nuscenes", min_length=1)  # "" would be the current folder
     version: str = "v1.0-trainval"
     synthetic: bool = False
     synth: SynthSpec = Field(default_factory=SynthSpec)
     train_split: str = "train"
     val_split: str = "val"
     info_pkl: Optional[str] = None  # mmdet3d-style infos users already have (nuscenes_infos_train.pkl)
-    workers: int = Field(4, ge=0)
-    sweeps: int = Field(9, ge=0)
+    workers: int = Field(4, ge=0, le=256)
+    sweeps: int = Field(9, ge=0, le=20)
+    cbgs: bool = False  # class-balanced grouping and sampling of the train split (mmdet3d CBGSDataset)
 
 
 class OptimSpec(_Strict):
-    lr: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    grad_clip: Optional[float] = Field(35.0, gt=0)
+    lr: float = Field(2e-4, gt=0, le=10)
+    weight_decay: float = Field(0.01, ge=0, le=10)
+    grad_clip: Optional[float] = Field(35.0, gt=0, le=1e6)
     schedule: Literal["cosine", "cyclic", "constant"] = "cosine"
-    warmup_iters: int = Field(500, ge=0)
+    warmup_iters: int = Field(500, ge=0, le=10**7)
     warmup_ratio: float = Field(1.0 / 3, gt=0, le=1)
     min_lr_ratio: float = Field(1e-3, ge=0, le=1)
+    by_epoch: bool = False  # cosine: lr changes once per epoch (the original fusion config) instead of per iteration
+    momentum: Literal["constant", "cyclic"] = "constant"  # cyclic: AdamW beta1 0.9 -> 0.805 -> 0.9 (mmcv defaults)
+    # linear: lr x global batch / reference_batch (the scale-by-GPU-count rule); none: lr as written
+    scale_lr: Literal["none", "linear"] = "none"
+    reference_batch: int = Field(32, ge=1)  # the global batch `lr` was tuned for (the original: 8 GPUs x 4)
+
+    def effective_lr(self, global_batch: int) -> float:
+        """The lr the trainer uses for this global batch (processes x batch_size)."""
+        return self.lr * global_batch / self.reference_batch if self.scale_lr == "linear" else self.lr
 
 
 class TrainSpec(_Strict):
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(4, ge=1)  # per GPU (samples_per_gpu)
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(4, ge=1, le=4096)  # per GPU (samples_per_gpu)
     precision: Precision = "fp32"
-    seed: int = 0
-    log_interval: int = Field(50, ge=1)
-    checkpoint_interval: int = Field(1, ge=1)
-    max_keep: int = Field(1, ge=1)
-    eval_interval: int = Field(1, ge=0)  # epochs; 0 = no evaluation during training
-    nonfinite_limit: int = Field(10, ge=1)  # consecutive non-finite losses before the run stops
-    grace_seconds: int = Field(300, ge=1)  # SIGTERM to final checkpoint
-    max_iters_per_epoch: Optional[int] = Field(None, ge=1)  # cap for demos and smoke tests
+    seed: int = Field(0, ge=0, le=SEED_MAX)
+    log_interval: int = Field(50, ge=1, le=10**7)
+    checkpoint_interval: int = Field(1, ge=1, le=10_000)
+    max_keep: int = Field(1, ge=1, le=10_000)
+    eval_interval: int = Field(1, ge=0, le=10_000)  # epochs; 0 = no evaluation during training
+    nonfinite_limit: int = Field(10, ge=1, le=10**7)  # consecutive non-finite losses before the run stops
+    grace_seconds: int = Field(300, ge=1, le=86_400)  # SIGTERM to final checkpoint
+    max_iters_per_epoch: Optional[int] = Field(None, ge=1, le=10**9)  # cap for demos and smoke tests
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precise_bn_batches: int = Field(0, ge=0)  # before each evaluation, recompute BN statistics on this many batches
+    loss_scale_growth_interval: int = Field(2000, ge=1)  # fp16: steps without overflow before the scale doubles
 
 
 class SlurmSpec(_Strict):
@@ -99,12 +146,18 @@ class SlurmSpec(_Strict):
 
 class LaunchSpec(_Strict):
     launcher: Literal["torchrun", "torchpack"] = "torchrun"
-    gpus: int = Field(1, ge=0)  # processes per node; 0 = CPU
-    nnodes: int = Field(1, ge=1)
-    node_rank: int = Field(0, ge=0)
+    gpus: int = Field(1, ge=0, le=1024)  # processes per node; 0 = CPU
+    nnodes: int = Field(1, ge=1, le=100_000)
+    node_rank: int = Field(0, ge=0, le=100_000)
     rdzv_endpoint: Optional[str] = None  # HOST:PORT for multi-node
     where: Literal["auto", "local", "container", "slurm"] = "auto"
     slurm: SlurmSpec = Field(default_factory=SlurmSpec)
+
+    @model_validator(mode="after")
+    def _rank_in_range(self) -> "LaunchSpec":
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} is not below nnodes {self.nnodes} (ranks count from 0)")
+        return self
 
 
 class TrainerSpec(_Strict):
@@ -128,17 +181,34 @@ class ContainerSpec(_Strict):
     network: Optional[str] = None  # docker network mode: default bridge; "host" for multi-node NCCL; "none"
     env: dict[str, str] = Field(default_factory=dict)  # extra environment of the container (bevctl.launchers.container_env)
 
+    _name_rule = field_validator("name")(_matches(
+        r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", "a container name is 1-63 letters, digits, '_', '.', '-' (first a letter or digit)"))
+    _shm_rule = field_validator("shm_size")(_matches(r"[0-9]{1,12}[bkmgBKMG]?", "write a size such as 16g or 512m"))
+    _paths_rule = field_validator("workdir", "dataset_mount", "runs_mount")(_matches(
+        r"/[^\x00-\x1f:]*", "a container path is absolute (starts with /), without ':' or control characters"))
+
 
 class RunSpec(_Strict):
-    root: str = "runs"
+    root: str = Field("runs", min_length=1)
     name: Optional[str] = None  # default: <phase>-<YYYYmmdd-HHMMSS>
+
+    @field_validator("name")
+    @classmethod
+    def _one_path_component(cls, value: Optional[str]) -> Optional[str]:
+        from bevctl.names import run_name_problem
+
+        problem = None if value is None else run_name_problem(value)
+        if problem:
+            raise ValueError(f"run name {problem}" + ("" if "allowed" in problem else " (one folder name: letters, "
+                                                      "digits, '.', '_', '-')"))
+        return value
 
 
 class Band(_Strict):
     """An expectation from the phase's plan: `metric` goes from `start` to `end` over `epochs`, ± tolerance."""
 
     metric: str
-    epochs: tuple[int, int]
+    epochs: tuple[Annotated[int, Field(ge=0, le=10_000)], Annotated[int, Field(ge=0, le=10_000)]]
     start: float
     end: float
     tolerance: float = Field(0.02, ge=0)
@@ -194,9 +264,16 @@ def shipped_phases() -> dict[str, Path]:
 
 def resolve_phase_file(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
+    shown = _clip(name_or_path)
     if path.suffix in (".yaml", ".yml") or os.sep in name_or_path:
-        if not path.is_file():
-            raise UsageError(f"phase file {name_or_path} not found", fix="give a shipped phase name or an existing YAML path")
+        try:
+            exists, regular = path.exists(), path.is_file()
+        except OSError as exc:  # e.g. a name too long for the file system
+            raise UsageError(f"phase file {shown}: {exc.strerror}", fix="give a shorter, existing YAML path") from None
+        if not exists:
+            raise UsageError(f"phase file {shown} not found", fix="give a shipped phase name or an existing YAML path")
+        if not regular:
+            raise UsageError(f"phase file {shown} is not a regular file", fix="give the path of a phase YAML file")
         return path
     shipped = shipped_phases()
     if name_or_path in shipped:
@@ -204,26 +281,28 @@ def resolve_phase_file(name_or_path: str) -> Path:
     close = difflib.get_close_matches(name_or_path, list(shipped), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise UsageError(
-        f"unknown phase {name_or_path!r}",
+        f"unknown phase {shown!r}",
         fix=f"{hint}shipped phases: {', '.join(sorted(shipped))}; or give a path to a phase YAML",
     )
 
 
 def load_phase(name_or_path: str, overrides: list[str] | None = None) -> Phase:
-    """Resolve, parse and validate a phase; `overrides` are `key.path=value` strings (values parsed as YAML)."""
+    """Resolve, parse and validate a phase; `overrides` are `key.path=value` strings (see bevctl.overrides).
+
+    The YAML is read with bevctl.yamlsafe's limits (size, UTF-8, alias expansion, depth, duplicate keys)."""
+    from bevctl.overrides import apply_override
+    from bevctl.yamlsafe import load_file
+
     path = resolve_phase_file(name_or_path)
-    text = path.read_text(encoding="utf-8")
-    data, lines = _load_yaml_with_lines(text, path)
+    data, lines = load_file(path)
     if not isinstance(data, dict):
         raise UsageError(f"{path}: a phase file must be a YAML mapping", fix="see bevctl/shipped_phases/demo.yaml")
     data.setdefault("name", path.stem)
-    for item in overrides or []:
-        _apply_override(data, item)
-        lines.pop(tuple(item.split("=", 1)[0].split(".")), None)
+    applied = [apply_override(data, item, Phase) for item in overrides or []]
     try:
         return Phase.model_validate(data)
     except ValidationError as exc:
-        raise UsageError(_explain(exc, path, lines)) from None
+        raise _explain(exc, str(path), lines, applied) from None
 
 
 def phase_from_dict(data: dict[str, Any]) -> Phase:
@@ -231,77 +310,41 @@ def phase_from_dict(data: dict[str, Any]) -> Phase:
     try:
         return Phase.model_validate(data)
     except ValidationError as exc:
-        raise UsageError(_explain(exc, Path("<config>"), {})) from None
+        raise _explain(exc, "<config>", {}, [], fix="the recorded config (run.json) is not a valid phase: start a "
+                       "new run, or correct the config in run.json") from None
 
 
-def _apply_override(data: dict[str, Any], item: str) -> None:
-    if "=" not in item:
-        raise UsageError(f"override {item!r} is not key=value", fix="write e.g. --set train.epochs=3")
-    key, raw = item.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise UsageError(f"override {item!r} has an empty key", fix="write e.g. --set train.epochs=3")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise UsageError(f"override {item!r}: {part} is not a section", fix="check the key path against the phase file")
-        node = child
-    node[parts[-1]] = value
+def _clip(text: str, width: int = 80) -> str:
+    text = repr(text)[1:-1]  # control characters escaped: the message stays one line
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _load_yaml_with_lines(text: str, path: Path) -> tuple[Any, dict[tuple, int]]:
-    """Parse YAML and remember the line of every mapping key, by its key path."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UsageError(f"{where}: not valid YAML: {problem}", fix="fix the YAML syntax at that line") from None
-    lines: dict[tuple, int] = {}
+def _explain(exc: ValidationError, source: str, lines: dict[tuple, int], applied: list, fix: str | None = None
+             ) -> UsageError:
+    """The first validation error as one line, blamed on the --set argument or the file line that caused it."""
+    from bevctl.overrides import blame
 
-    def walk(node: Any, prefix: tuple) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                key = prefix + (key_node.value,)
-                lines[key] = key_node.start_mark.line + 1
-                walk(value_node, key)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                lines[prefix + (i,)] = item.start_mark.line + 1
-                walk(item, prefix + (i,))
-
-    walk(root, ())
-    return data, lines
-
-
-def _explain(exc: ValidationError, path: Path, lines: dict[tuple, int]) -> str:
     error = exc.errors()[0]
     loc = tuple(error["loc"])
-    line = None
-    for n in range(len(loc), 0, -1):
-        if loc[:n] in lines:
-            line = lines[loc[:n]]
-            break
-    where = f"{path}:{line}" if line else str(path)
+    culprit = blame(applied, loc)
+    line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+    if culprit is not None:
+        where, place = f"--set {culprit.shown()}", "the --set value"
+    else:
+        where = f"{source}:{line}" if line else source
+        place = f"{source}:{line}" if line else source
     dotted = ".".join(str(p) for p in loc) or "(top level)"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if error["type"] == "extra_forbidden":
         fields = list(_model_at(Phase, loc[:-1]).model_fields)
         close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields)}"
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        return f"{where}: unknown key {dotted!r}{hint}{more}"
-    message = error["msg"]
-    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {dotted}: {message} (got {error.get('input')!r}){more}"
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return UsageError(f"{where}: unknown key {_clip(dotted)!r}{hint}{more}",
+                          fix=fix or (f"rename it to {close[0]}" if close else f"remove it; known keys: {', '.join(fields)}"))
+    message = error["msg"].removeprefix("Value error, ")
+    shown = "input" in error and error["type"] != "missing" and not isinstance(error["input"], (dict, list))
+    got = f" (got {_clip(repr(error['input']), 60)})" if shown else ""
+    return UsageError(f"{where}: {dotted}: {message}{got}{more}", fix=fix or f"correct {dotted} in {place}")
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel]:
