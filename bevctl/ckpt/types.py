@@ -17,7 +17,12 @@ FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 
 class CheckpointUnreadable(UsageError):
-    """Unreadable, unsafe or not a checkpoint: exit 2, one line."""
+    """Unreadable, unsafe or not a checkpoint: exit 2, one line (with a fix, a generic one when none is given)."""
+
+    DEFAULT_FIX = "point at a checkpoint written by torch.save or safetensors, or copy the file again"
+
+    def __init__(self, message: str, fix: str | None = None, code: int | None = None):
+        super().__init__(message, fix=fix or self.DEFAULT_FIX, code=code)
 
 
 class TensorInfo:
