@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bevctl.doctor import checks_data, checks_disk, checks_docker, checks_launcher, checks_python, checks_weights
 from bevctl.doctor.core import CATEGORIES, SCHEMA, Check, Context, Report, Result, run_checks, select
+from bevctl.launchers.container_env import check_infiniband
 
 _PROBE = checks_python.PROBE_TIMEOUT + 10
 
@@ -30,6 +31,7 @@ CHECKS: list[Check] = [
     Check("launcher.torchpack", checks_launcher.check_torchpack, "torchpack on PATH (torchpack phases)"),
     Check("launcher.mpirun", checks_launcher.check_mpirun, "mpirun is OpenMPI (torchpack phases)"),
     Check("launcher.mpi4py", checks_launcher.check_mpi4py, "mpi4py imports (torchpack phases)", 40),
+    Check("launcher.infiniband", check_infiniband, "InfiniBand devices passed to containers (multi-node NCCL)"),
     Check("docker.daemon", checks_docker.check_daemon, "docker daemon reachable", unusable_on_fail=True),
     Check("docker.runtime", checks_docker.check_runtime, "NVIDIA container runtime (GPU phases)"),
     Check("docker.image", checks_docker.check_image, "project image built and current"),

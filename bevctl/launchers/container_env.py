@@ -100,3 +100,15 @@ def infiniband_summary(dev_dir: Path = IB_DIR) -> str | None:
     hcas = sorted(p.name for p in Path("/sys/class/infiniband").glob("*")) if Path("/sys/class/infiniband").is_dir() else []
     names = ", ".join(Path(d.split(":")[0]).name for d in options["devices"])
     return f"InfiniBand: {names}" + (f" (HCAs {', '.join(hcas)})" if hcas else "") + "; passed to containers with IPC_LOCK"
+
+
+def check_infiniband(ctx: Any):
+    """doctor's `gpu.infiniband`: what the training containers will get for NCCL across nodes."""
+    summary = infiniband_summary()
+    phase = getattr(ctx, "phase", None)
+    if summary:
+        return "ok", summary, None
+    if phase is not None and phase.launch.nnodes > 1:
+        return ("warn", f"no /dev/infiniband: {phase.launch.nnodes} nodes will talk NCCL over TCP sockets (slow)",
+                "install the RDMA drivers (MLNX_OFED / rdma-core) on the nodes, or accept TCP")
+    return "skipped", "no /dev/infiniband on this host (single-node training does not need it)", None

@@ -181,12 +181,12 @@ def job_state(job_id: str | int) -> str | None:
     if shutil.which("squeue"):
         proc = _quiet(["squeue", "-h", "-t", "all", "-j", job, "-o", "%T"])
         if proc is not None and proc.returncode == 0 and proc.stdout.strip():
-            return proc.stdout.split()[0].upper()
+            return proc.stdout.split()[0].upper().rstrip("+")
     if shutil.which("sacct"):
         proc = _quiet(["sacct", "-n", "-X", "-P", "-j", job, "-o", "State"])
         if proc is not None and proc.returncode == 0 and proc.stdout.strip():
             # "CANCELLED by 0" -> CANCELLED
-            return proc.stdout.strip().splitlines()[0].split()[0].upper()
+            return proc.stdout.strip().splitlines()[0].split()[0].upper().rstrip("+")
     return None
 
 

@@ -153,3 +153,17 @@ def test_infiniband_devices_and_ipc_lock(tmp_path):
     options = container_env.infiniband(tmp_path)
     assert options["cap_add"] == ["IPC_LOCK"]
     assert options["devices"] == [f"{tmp_path}/rdma_cm:{tmp_path}/rdma_cm:rwm", f"{tmp_path}/uverbs0:{tmp_path}/uverbs0:rwm"]
+
+
+def test_doctor_reports_infiniband(monkeypatch, tmp_path):
+    from bevctl import doctor
+
+    monkeypatch.setattr(container_env, "IB_DIR", tmp_path)
+    monkeypatch.setattr(container_env.infiniband, "__defaults__", (tmp_path,))
+    monkeypatch.setattr(container_env.infiniband_summary, "__defaults__", (tmp_path,))
+    two_nodes = load_phase("phase4a", ["launch.nnodes=2", "launch.rdzv_endpoint=h:1"])
+    report = doctor.run_checks(two_nodes, ids=["launcher.infiniband"])
+    assert report.results[0].status == "warn" and "TCP" in report.results[0].message
+    (tmp_path / "uverbs0").write_text("")
+    report = doctor.run_checks(two_nodes, ids=["launcher.infiniband"])
+    assert report.results[0].status == "ok" and "uverbs0" in report.results[0].message
