@@ -510,12 +510,19 @@ def parser_for_file(path: Path) -> tuple[Callable[[], Parser], str]:
     return TextLogParser, "text"
 
 
+def _checkout_run(path: Path) -> bool:
+    """A run of the user's own BEVFusion checkout (`trainer:` in run.json's config, bevctl.launchers.checkout):
+    bevctl wrote run.json, but the training logs are the checkout's mmcv/mmengine files."""
+    config = (runs.read_manifest(path) or {}).get("config")
+    return isinstance(config, dict) and bool(config.get("trainer"))
+
+
 def discover(path: Path) -> list[Pattern]:
     """What to follow for a run directory (ours, the original BEVFusion's, mmdet3d's) or a single log file."""
     if path.is_file():
         make, label = parser_for_file(path)
         return [Pattern(path.parent, path.name, make, label)]
-    ours = (path / runs.MANIFEST).exists() or (path / runs.EVENTS).exists()
+    ours = (path / runs.EVENTS).exists() or ((path / runs.MANIFEST).exists() and not _checkout_run(path))
     if ours:
         return [
             Pattern(path, runs.EVENTS, EventsParser, "events"),
