@@ -3,6 +3,9 @@ same file in the same run.
 
 Goal: ingest + first snapshot <= 1 s per 100k lines. Measured twice: in process (Session.poll + snapshot, what a
 live dashboard pays at start) and end to end (`bevctl watch FILE --json`, interpreter start-up included).
+
+`--baseline REV` (e.g. HEAD~3) also times the same ingest with the `bevctl` of git revision REV, alternating
+with the working tree's in fresh interpreters, and prints the ratio: a change must not make ingest slower.
 """
 
 from __future__ import annotations
@@ -108,7 +111,44 @@ def median_ingest(path: Path, repeat: int = 3) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def main() -> dict[str, float]:
+_CHILD = """
+import resource, sys, time
+sys.path.insert(0, sys.argv[1])
+from bevctl.watch.session import Session
+before = resource.getrusage(resource.RUSAGE_SELF)
+start = time.perf_counter()
+session = Session(__import__("pathlib").Path(sys.argv[2]))
+session.poll(force_scan=True)
+snap = session.snapshot()
+wall = time.perf_counter() - start
+after = resource.getrusage(resource.RUSAGE_SELF)
+assert snap["metrics"]["loss"]["count"] == int(sys.argv[3])
+print(wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+"""
+
+
+def compare(files: dict[str, Path], baseline: str, tmp: str, repeat: int = 5) -> dict[str, float]:
+    """Ingest with REV's bevctl against the working tree's, alternating, each in a fresh interpreter."""
+    old = Path(tmp) / "baseline"
+    old.mkdir()
+    archive = subprocess.run(["git", "archive", baseline, "bevctl"], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    results: dict[str, float] = {}
+    print(f"\ningest (fresh interpreter, median of {repeat}, CPU seconds): {baseline} against the working tree")
+    for label, path in files.items():
+        cpu: dict[str, list[float]] = {"base": [], "new": []}
+        for _ in range(repeat):
+            for which, src in (("base", old), ("new", ROOT)):
+                out = subprocess.run([sys.executable, "-c", _CHILD, str(src), str(path), str(LINES)],
+                                     capture_output=True, text=True, check=True).stdout.split()
+                cpu[which].append(float(out[1]))
+        base, new = statistics.median(cpu["base"]), statistics.median(cpu["new"])
+        print(f"  {label:<14} {baseline}: {base:.3f}s   now: {new:.3f}s   now/base {new / base:.2f}")
+        results[f"{label}_base_cpu_s"], results[f"{label}_new_cpu_s"] = base, new
+    return results
+
+
+def main(baseline: str | None = None) -> dict[str, float]:
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         files = {"events.jsonl": Path(tmp) / "events.jsonl", "mmcv text": Path(tmp) / "20261125_091044.log"}
@@ -142,8 +182,23 @@ def main() -> dict[str, float]:
                                                   check=False), 5)
         print(f"start-up: bevctl --help {helps:.3f}s, bevctl watch SMALL --once {once:.3f}s, ratio {once / helps:.2f}")
         results["help_s"], results["once_small_s"] = helps, once
+        if baseline:
+            results.update(compare(files, baseline, tmp))
     return results
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", metavar="REV", help="also time the ingest of git revision REV's bevctl")
+    parser.add_argument("--compare-only", action="store_true", help="only the --baseline comparison")
+    args = parser.parse_args()
+    if args.compare_only and args.baseline:
+        with tempfile.TemporaryDirectory() as tmp:
+            files = {"events.jsonl": Path(tmp) / "events.jsonl", "mmcv text": Path(tmp) / "20261125_091044.log"}
+            write_events(files["events.jsonl"])
+            write_mmcv(files["mmcv text"])
+            compare(files, args.baseline, tmp)
+    else:
+        main(args.baseline)

@@ -1,12 +1,20 @@
-"""Line charts drawn with Braille characters (2x4 dots per cell), so the dashboard needs no plotting library.
+"""Line charts drawn with Braille characters (2x4 dots per cell) for the dashboard.
 
-Long series are bucketed per dot column: the raw series is drawn as the min..max span of each bucket (noise
-stays visible as a band), the smoothed one as a connected line through the bucket means.
+Kept instead of a plotting library (plotext draws whole figures to a string of its own and cannot share a Rich
+panel's cells with the other panels, nor reuse a drawing between redraws): this renderer draws into a Rich
+`Text` that is cached per panel, and only what the charts need.
+
+Points sit at their x (epochs, from the logged iteration), so a log that starts mid-epoch starts mid-axis and a run
+stopped early ends early. A train curve is drawn as the min..max band of the raw points in each dot column (noise
+stays visible) plus the smoothed line through it; validation metrics are drawn as the measured points only,
+never smoothed or joined. The y axis turns logarithmic when asked, or by itself when the positive values span
+more than `AUTO_LOG_RATIO`, so a first loss of 227 does not flatten the rest of the curve.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 from rich.text import Text
@@ -14,38 +22,24 @@ from rich.text import Text
 # Bit of each dot inside a Braille cell, by (column, row).
 _DOTS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 LABEL_WIDTH = 9
+AUTO_LOG_RATIO = 20.0
 
 
-def _columns(values: Sequence[float], width: int) -> list[tuple[float, float, float] | None]:
-    """(min, max, mean) of the finite values falling in each of `width` dot columns."""
-    n = len(values)
-    out: list[tuple[float, float, float] | None] = [None] * width
-    if n == 0:
-        return out
-    if n <= width:
-        for i, value in enumerate(values):
-            if math.isfinite(value):
-                col = round(i * (width - 1) / (n - 1)) if n > 1 else 0
-                out[col] = (value, value, value)
-        return out
-    per = n / width
-    for col in range(width):
-        bucket = [v for v in values[int(col * per): int((col + 1) * per) or 1] if math.isfinite(v)]
-        if bucket:
-            out[col] = (min(bucket), max(bucket), sum(bucket) / len(bucket))
-    return out
+@dataclass
+class Curve:
+    values: Sequence[float]
+    xs: Sequence[float] | None = None  # None: the logged order
+    smoothed: Sequence[float] | None = None
+    points: bool = False  # validation: measured points only
+    style: str = "bold cyan"
+    raw_style: str = "grey50"
 
 
-def _interpolated(cols: list[tuple[float, float, float] | None]) -> list[tuple[float, float, float] | None]:
-    """Fill the empty columns between points (short series) so the smoothed line reads as a line."""
-    known = [i for i, c in enumerate(cols) if c is not None]
-    out = list(cols)
-    for a, b in zip(known, known[1:]):
-        ya, yb = cols[a][2], cols[b][2]  # type: ignore[index]
-        for i in range(a + 1, b):
-            y = ya + (yb - ya) * (i - a) / (b - a)
-            out[i] = (y, y, y)
-    return out
+def use_log(curves: Sequence[Curve], log_y: bool | None) -> bool:
+    finite = [v for c in curves for v in c.values if math.isfinite(v)]
+    if log_y is not None:
+        return log_y and bool(finite) and min(finite) > 0
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > AUTO_LOG_RATIO
 
 
 def _fmt(value: float) -> str:
@@ -56,51 +50,91 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}"
 
 
-def braille_chart(raw: Sequence[float], smoothed: Sequence[float] | None, width: int, height: int,
-                  raw_style: str = "grey50", smooth_style: str = "bold cyan") -> Text:
-    """A `width` x `height` cell chart (plus a y-axis label column) of raw and smoothed values."""
+def braille_chart(curves: Sequence[Curve], width: int, height: int, log_y: bool | None = None,
+                  x_label: str = "epoch") -> Text:
+    """A `width` x `height` cell chart (plus a y-axis label column and an x-axis line) of the curves."""
     plot_w = max(4, width - LABEL_WIDTH)
     dots_x, dots_y = plot_w * 2, max(1, height) * 4
-    raw_cols = _columns(raw, dots_x)
-    smooth_cols = _interpolated(_columns(smoothed, dots_x)) if smoothed is not None else [None] * dots_x
-    finite = [c for c in raw_cols if c is not None] + [c for c in smooth_cols if c is not None]
     text = Text(no_wrap=True, overflow="crop")
-    if not finite:
+    log = use_log(curves, log_y)
+
+    def ty(value: float) -> float | None:
+        if not math.isfinite(value) or (log and value <= 0):
+            return None
+        return math.log10(value) if log else value
+
+    by_index = any(c.xs is None for c in curves)
+    xs_of = [list(range(len(c.values))) if by_index else list(c.xs) for c in curves]  # type: ignore[arg-type]
+    all_x = [x for xs in xs_of for x in xs]
+    ys = [y for c in curves for y in map(ty, c.values) if y is not None]
+    ys += [y for c in curves if c.smoothed is not None for y in map(ty, c.smoothed) if y is not None]
+    if not all_x or not ys:
         text.append(" " * LABEL_WIDTH + "(no finite values yet)", style="dim")
         return text
-    lo = min(c[0] for c in finite)
-    hi = max(c[1] for c in finite)
+    x0, x1 = min(all_x), max(all_x)
+    if x1 - x0 < 1e-12:
+        x0, x1 = x0 - 0.5, x1 + 0.5
+    lo, hi = min(ys), max(ys)
     if hi - lo < 1e-12:
         lo, hi = lo - 0.5 * (abs(lo) or 1) * 0.01, hi + 0.5 * (abs(hi) or 1) * 0.01
 
-    def row_of(value: float) -> int:
-        return min(dots_y - 1, max(0, round((hi - value) / (hi - lo) * (dots_y - 1))))
+    def col_of(x: float) -> int:
+        return min(dots_x - 1, max(0, round((x - x0) / (x1 - x0) * (dots_x - 1))))
 
-    raw_bits = [[0] * plot_w for _ in range(height)]
-    smooth_bits = [[0] * plot_w for _ in range(height)]
-    for x, col in enumerate(raw_cols):
-        if col is None:
+    def row_of(y: float) -> int:
+        return min(dots_y - 1, max(0, round((hi - y) / (hi - lo) * (dots_y - 1))))
+
+    bits = [[0] * plot_w for _ in range(height)]
+    styles: list[list[str | None]] = [[None] * plot_w for _ in range(height)]
+
+    def dot(x: int, y: int, style: str, strong: bool) -> None:
+        cell_row, cell = y // 4, x // 2
+        bits[cell_row][cell] |= _DOTS[x % 2][y % 4]
+        if strong or styles[cell_row][cell] is None:
+            styles[cell_row][cell] = style
+
+    for curve, xs in zip(curves, xs_of):
+        # raw band per dot column (train) or the measured points (validation)
+        spans: dict[int, tuple[float, float]] = {}
+        for x, value in zip(xs, curve.values):
+            y = ty(value)
+            if y is None:
+                continue
+            c = col_of(x)
+            a, b = spans.get(c, (y, y))
+            spans[c] = (min(a, y), max(b, y))
+        for c, (a, b) in spans.items():
+            for r in range(row_of(b), row_of(a) + 1):
+                dot(c, r, curve.style if curve.points else curve.raw_style, curve.points)
+                if curve.points:  # a measured point as both dots of its cell row: visible, still not a line
+                    dot(c ^ 1, r, curve.style, True)
+        if curve.points or curve.smoothed is None:
             continue
-        for y in range(row_of(col[1]), row_of(col[0]) + 1):
-            raw_bits[y // 4][x // 2] |= _DOTS[x % 2][y % 4]
-    previous: int | None = None
-    for x, col in enumerate(smooth_cols):
-        if col is None:
-            continue
-        y = row_of(col[2])
-        top, bottom = (y, y) if previous is None else (min(y, previous), max(y, previous))
-        # join to the previous point so the line stays connected when it moves more than one dot
-        for yy in range(top, bottom + 1):
-            smooth_bits[yy // 4][x // 2] |= _DOTS[x % 2][yy % 4]
-        previous = y
+        means: dict[int, list[float]] = {}
+        for x, value in zip(xs, curve.smoothed):
+            y = ty(value)
+            if y is not None:
+                means.setdefault(col_of(x), []).append(y)
+        previous: int | None = None
+        for c in sorted(means):
+            r = row_of(sum(means[c]) / len(means[c]))
+            # join to the previous point so the line stays connected when it moves more than one dot
+            top, bottom = (r, r) if previous is None else (min(r, previous), max(r, previous))
+            for rr in range(top, bottom + 1):
+                dot(c, rr, curve.style, True)
+            previous = r
+    back = (lambda y: 10**y) if log else (lambda y: y)
     for row in range(height):
-        label = _fmt(hi) if row == 0 else _fmt(lo) if row == height - 1 else ""
-        text.append(label.rjust(LABEL_WIDTH - 1) + ("┤" if label else "│"), style="dim")
+        label = _fmt(back(hi)) if row == 0 else _fmt(back(lo)) if row == height - 1 else ("log" if log and
+                                                                                           row == 1 else "")
+        text.append(label.rjust(LABEL_WIDTH - 1) + ("┤" if label and label != "log" else "│"), style="dim")
         for cell in range(plot_w):
-            s_bits, r_bits = smooth_bits[row][cell], raw_bits[row][cell]
-            bits = s_bits | r_bits
-            char = chr(0x2800 + bits) if bits else " "
-            text.append(char, style=smooth_style if s_bits else raw_style if r_bits else "")
-        if row < height - 1:
-            text.append("\n")
+            b = bits[row][cell]
+            text.append(chr(0x2800 + b) if b else " ", style=styles[row][cell] or "")
+        text.append("\n")
+    left = f"{x0:.4g}" if not by_index else "1"
+    right = f"{x1:.4g}" if not by_index else str(int(x1) + 1)
+    name = x_label if not by_index else "logged step"
+    axis = left + name.center(max(1, plot_w - len(left) - len(right))) + right
+    text.append(" " * LABEL_WIDTH + axis[:plot_w], style="dim")
     return text

@@ -1,12 +1,19 @@
-"""`--plot out.png`: the chosen metrics as matplotlib curves for reports (raw + smoothed, epoch boundaries,
-the phase's expectation bands). matplotlib is an optional extra (`bevctl[plot]`), imported only here."""
+"""`--plot out.png`: the chosen metrics as matplotlib curves for reports. Train metrics: the raw points faint and the
+smoothed line; validation metrics: the measured points only (never smoothed); every point at its logged x
+(epochs, from the iteration within the epoch), epoch boundaries, the phase's expectation bands, `--compare` runs
+overlaid, a log y axis when asked or when a curve spans more than 20x. matplotlib is an optional extra
+(`bevctl[plot]`), imported only here."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from bevctl.errors import EnvironmentUnusable, UsageError
+from bevctl.watch.chart import Curve, use_log
+
+COLORS = ("tab:blue", "tab:orange", "tab:purple", "tab:red", "tab:brown")
 
 
 def _pyplot():
@@ -22,26 +29,14 @@ def _pyplot():
     return plt
 
 
-def _x_axis(epochs: list[Any]) -> tuple[list[float], list[float]]:
-    """x in epochs (epoch e spans (e-1, e]) from the epoch of each point; points of one epoch spread evenly."""
-    xs: list[float] = []
-    boundaries: list[float] = []
-    i, n = 0, len(epochs)
-    while i < n:
-        j = i
-        while j < n and epochs[j] == epochs[i]:
-            j += 1
-        epoch = epochs[i] if isinstance(epochs[i], int) else None
-        count = j - i
-        for k in range(count):
-            xs.append((epoch - 1 + (k + 1) / count) if epoch is not None else float(i + k))
-        if epoch is not None and i:
-            boundaries.append(epoch - 1.0)
-        i = j
-    return xs, boundaries
+def _xs(session: Any, name: str) -> tuple[list[float], bool]:
+    series = session.state.series(name)
+    xs = series.positions(session.state.iters_per_epoch())
+    return (list(xs), True) if xs is not None else ([float(i + 1) for i in range(len(series.values))], False)
 
 
-def write_plot(sessions: list, snaps: list[dict[str, Any]], out: str) -> None:
+def write_plot(sessions: list, snaps: list[dict[str, Any]], out: str, view: dict[str, Any] | None = None) -> None:
+    view = view or {}
     target = Path(out)
     if target.parent and not target.parent.exists():
         raise UsageError(f"folder {target.parent} does not exist", fix="create it or write the PNG elsewhere")
@@ -49,27 +44,45 @@ def write_plot(sessions: list, snaps: list[dict[str, Any]], out: str) -> None:
     panels = [(s, snap, name) for s, snap in zip(sessions, snaps) for name in snap["metrics"]]
     if not panels:
         raise UsageError("no metrics to plot yet", fix="wait for the first logged step or choose --metric")
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.6 * len(panels)), squeeze=False)
+    overlays = view.get("overlays") or []
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.8 * len(panels)), squeeze=False)
     for ax, (session, snap, name) in zip(axes[:, 0], panels):
-        series = session.state.series(name)
-        xs, boundaries = _x_axis(series.epochs)
-        source = snap["metrics"][name]["source"]
-        marker = "o" if source == "val" else None
-        ax.plot(xs, series.values, color="tab:blue", alpha=0.3, lw=0.8, marker=marker, label="raw")
-        ax.plot(xs, series.smoothed, color="tab:blue", lw=1.6, label=f"EMA {session.state.smooth:g}")
-        for b in boundaries:
-            ax.axvline(b, color="grey", lw=0.5, alpha=0.4)
+        is_val = snap["metrics"][name]["source"] == "val"
+        runs = [session] + [o for o in overlays if name in o.state.train_names or name in o.state.val_names]
+        in_epochs = True
+        curves = []
+        for i, run in enumerate(runs):
+            series = run.state.series(name)
+            xs, known = _xs(run, name)
+            in_epochs &= known
+            color = COLORS[i % len(COLORS)]
+            label = run.path.name if len(runs) > 1 else None
+            curves.append(Curve(series.values))
+            if is_val:
+                ax.plot(xs, series.values, color=color, ls="none", marker="o", ms=4,
+                        label=f"{label} (measured)" if label else "measured")
+            else:
+                ax.plot(xs, series.values, color=color, alpha=0.25, lw=0.8, label=f"{label} raw" if label else "raw")
+                ax.plot(xs, series.smoothed, color=color, lw=1.6,
+                        label=f"{label} EMA {run.state.smooth:g}" if label else f"EMA {run.state.smooth:g}")
+        if in_epochs:
+            lo, hi = ax.get_xlim()
+            for b in range(max(1, math.ceil(lo)), math.floor(hi) + 1):
+                ax.axvline(b, color="grey", lw=0.5, alpha=0.4)
         for band in session.state.bands():
             if band["metric"] != name:
                 continue
             (e0, e1), tol = band["epochs"], band["tolerance"]
-            ax.fill_between([e0, e1], [band["start"] - tol, band["end"] - tol], [band["start"] + tol, band["end"] + tol],
-                            color="tab:green", alpha=0.15, lw=0)
-            ax.plot([e0, e1], [band["start"], band["end"]], color="tab:green", lw=1, ls="--")
-        ax.set_title(f"{snap['run']['name']}: {name}", fontsize=9, loc="left")
-        ax.set_xlabel("epoch", fontsize=8)
+            ax.fill_between([e0, e1], [band["start"] - tol, band["end"] - tol],
+                            [band["start"] + tol, band["end"] + tol], color="tab:green", alpha=0.15, lw=0)
+            ax.plot([e0, e1], [band["start"], band["end"]], color="tab:green", lw=1, ls="--", label="expected")
+        log = use_log(curves, view.get("log_y"))
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(f"{snap['run']['name']}: {name}" + ("  (log y)" if log else ""), fontsize=9, loc="left")
+        ax.set_xlabel("epoch (from the logged iteration)" if in_epochs else "logged step", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.2)
     fig.tight_layout()
     fig.savefig(target, dpi=110)

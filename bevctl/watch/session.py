@@ -14,9 +14,10 @@ from bevctl.watch.state import RunState
 
 
 class Session:
-    def __init__(self, path: Path, patterns: list[str] | None = None, smooth: float = 0.6):
+    def __init__(self, path: Path, patterns: list[str] | None = None, smooth: float = 0.6,
+                 config: dict[str, Any] | None = None):
         self.path = path
-        self.state = RunState(path, patterns, smooth)
+        self.state = RunState(path, patterns, smooth, config)
         self.follower = Follower(path, self.state.ingest)
 
     def poll(self, force_scan: bool = False) -> int:

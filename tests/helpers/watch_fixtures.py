@@ -164,3 +164,39 @@ def train_event_line(epoch: int, it: int, loss: float, **extra: float) -> str:
 
 def is_nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
+
+
+# mmengine's LogProcessor joins the learning rates it finds with one space (`base_lr: ... lr: ...`), and its
+# `load_state_dict` warning is one message: the header line, then torch's size-mismatch lines and mmengine's
+# key lists as continuation lines without a timestamp (mmengine/runner/checkpoint.py, log_processor.py).
+MMENGINE_TWO_LR_AND_MISMATCH = """\
+2025/04/09 13:10:00 - mmengine - INFO - Load checkpoint from work_dirs/phase3/epoch_5.pth
+2025/04/09 13:10:01 - mmengine - WARNING - The model and loaded state dict do not match exactly
+
+size mismatch for heads.object.heatmap_head.1.weight: copying a param with shape torch.Size([10, 64, 3, 3]) from \
+checkpoint, the shape in current model is torch.Size([8, 64, 3, 3]).
+size mismatch for heads.object.heatmap_head.1.bias: copying a param with shape torch.Size([10]) from checkpoint, \
+the shape in current model is torch.Size([8]).
+unexpected key in source state_dict: encoders.camera.backbone.fc.weight, encoders.camera.backbone.fc.bias
+
+missing keys in source state_dict: task_gca.object.conv.weight, task_gca.map.conv.weight
+
+2025/04/09 13:17:08 - mmengine - INFO - Epoch(train)  [5][5550/7724]  base_lr: 6.7000e-04 lr: 6.7528e-04  eta: \
+1 day, 0:32:22  time: 0.7496  data_time: 0.0082  memory: 9160  grad_norm: 58.9075  loss: 8.5249  loss_heatmap: 2.8590
+2025/04/09 13:17:46 - mmengine - INFO - Epoch(train)  [5][5600/7724]  base_lr: 6.7000e-04 lr: 6.7401e-04  eta: \
+1 day, 0:31:40  time: 0.7510  data_time: 0.0080  memory: 9160  grad_norm: 57.1000  loss: 8.4000  loss_heatmap: 2.8000
+"""
+
+# mmcv 1.x TextLoggerHook with per-group learning rates (`lr_<group>: ...` joined by one space), and its
+# `load_state_dict` warning (mmcv/runner/checkpoint.py, same wording as mmengine's), a run started mid-epoch.
+MMCV_GROUPS_AND_UNEXPECTED = """\
+2022-10-17 18:00:03,000 - mmdet3d - INFO - load checkpoint from local path: runs/phase3/epoch_5.pth
+2022-10-17 18:00:03,100 - mmdet3d - WARNING - The model and loaded state dict do not match exactly
+
+unexpected key in source state_dict: heads.object.old_head.weight
+
+2022-10-17 18:10:44,756 - mmdet3d - INFO - Epoch [1][1850/2575]\tlr_img_backbone: 2.000e-05 lr_pts: 2.000e-04, \
+eta: 5 days, 12:01:11, time: 9.773, data_time: 0.882, memory: 24562, loss: 15.6690, grad_norm: 28.0689
+2022-10-17 18:18:52,112 - mmdet3d - INFO - Epoch [1][1900/2575]\tlr_img_backbone: 2.000e-05 lr_pts: 2.000e-04, \
+eta: 5 days, 11:59:01, time: 9.751, data_time: 0.871, memory: 24562, loss: 15.5012, grad_norm: 27.0
+"""
