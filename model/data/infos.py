@@ -6,6 +6,9 @@ sweeps: [{path, sensor2lidar (4×4), timestamp}], cams: {name: {path, intrinsics
 gt_boxes [M, 7] (x, y, z, l, w, h, yaw in the key frame's LiDAR frame), gt_names [M] (detection class or the raw
 category when it has none), gt_velocity [M, 2] (LiDAR frame), num_lidar_pts [M], valid_flag [M]`.
 
+Info `.pkl` files of the original BEVFusion's converter (boxes as w, l, h, -yaw - pi/2), of mmdet3d 1.0's and of
+mmdet3d 1.1+'s (`data_list`) are told apart by their fields and converted to that layout (`info_format`).
+
 Data roots are checked before the devkit sees them, so a wrong path or version fails with one line and a fix
 instead of an assertion deep inside nuscenes-devkit.
 """
@@ -174,12 +177,38 @@ def _rotation(value) -> np.ndarray:
     return r if r.shape == (3, 3) else transform(r, [0, 0, 0])[:3, :3]
 
 
-def infos_from_pkl(path, root) -> list[dict]:
-    """Read mmdet3d / BEVFusion nuScenes infos (`{"infos": [...], "metadata": {...}}`) with a restricted unpickler.
+# mmdet3d 1.x (info_version 1.1) class order, used when a file's metainfo lacks its categories.
+MMDET3D_CLASSES = ("car", "truck", "trailer", "bus", "construction_vehicle", "bicycle", "motorcycle", "pedestrian",
+                   "traffic_cone", "barrier")
 
-    Only files from the user's own data root are read, and only numpy arrays and plain containers are accepted.
-    Boxes follow the BEVFusion / mmdet3d ≥ 1.0 converter: `gt_boxes` = x, y, z, l, w, h, yaw in the LiDAR frame.
-    """
+
+def info_format(data) -> str:
+    """Which converter wrote an info file, from its container and field names:
+
+    - `mmdet3d-1.1`: mmdet3d >= 1.1 (`update_infos_to_v2`): `{"metainfo": {"info_version": ...}, "data_list"}`,
+      boxes in `instances[i]["bbox_3d"]` as (centre, l, w, h, yaw);
+    - `mit-han-lab`: the original BEVFusion's `create_data` (`{"infos", "metadata"}`; its infos, and only its,
+      carry `radars` and `prev_token`), boxes (centre, w, l, h, -yaw - pi/2);
+    - `mmdet3d-1.0`: mmdet3d 1.0's converter (`{"infos", "metadata"}`, infos carry `num_features`), boxes
+      (centre, l, w, h, yaw). Other `{"infos": ...}` files are read this way too."""
+    if isinstance(data, dict) and isinstance(data.get("data_list"), list):
+        return "mmdet3d-1.1"
+    infos = data.get("infos") if isinstance(data, dict) else None
+    if not isinstance(infos, list):
+        return "unknown"
+    first = infos[0] if infos and isinstance(infos[0], dict) else {}
+    return "mit-han-lab" if "radars" in first or "prev_token" in first else "mmdet3d-1.0"
+
+
+def _boxes_from_original(boxes: np.ndarray) -> np.ndarray:
+    """(x, y, z, w, l, h, -yaw - pi/2) -> (x, y, z, l, w, h, yaw); z is the devkit's centre in both."""
+    out = boxes[:, [0, 1, 2, 4, 3, 5, 6]].copy()
+    out[:, 6] = -boxes[:, 6] - np.pi / 2
+    out[:, 6] = (out[:, 6] + np.pi) % (2 * np.pi) - np.pi
+    return out
+
+
+def _read_pkl(path, root):
     path = Path(path).expanduser()
     if not path.is_absolute():
         path = Path(root) / path
@@ -193,54 +222,105 @@ def infos_from_pkl(path, root) -> list[dict]:
         "reading %s with a restricted unpickler (numpy arrays and plain containers only)", path)
     try:
         with open(path, "rb") as fh:
-            data = _InfoUnpickler(fh).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as exc:
+            return path, _InfoUnpickler(fh).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, RecursionError) as exc:
         raise UsageError(f"{path} is not a readable nuScenes info file: {exc}",
                          fix="regenerate it with BEVFusion's tools/create_data.py, or leave data.info_pkl empty") from None
-    raw = data.get("infos") if isinstance(data, dict) else None
-    if raw is None and isinstance(data, dict) and "data_list" in data:
-        raise UsageError(f"{path} is an mmdet3d ≥ 1.1 info file (data_list), not the BEVFusion format",
-                         fix="leave data.info_pkl empty: the tables are read directly")
-    if not isinstance(raw, list):
-        raise UsageError(f"{path} has no 'infos' list", fix="use nuscenes_infos_train.pkl / _val.pkl from create_data")
+
+
+def infos_from_pkl(path, root) -> list[dict]:
+    """Read nuScenes infos written by the original BEVFusion's, mmdet3d 1.0's or mmdet3d 1.1+'s converter (see
+    `info_format`) with a restricted unpickler; boxes come out in this module's layout whatever the converter.
+
+    Only files from the user's own data root are read, and only numpy arrays and plain containers are accepted.
+    """
+    path, data = _read_pkl(path, root)
+    kind = info_format(data)
+    if kind == "unknown":
+        raise UsageError(f"{path} has no 'infos' or 'data_list' list", fix="use nuscenes_infos_train.pkl / _val.pkl from create_data")
+    logging.getLogger("bevctl").info("%s: info format %s", path, kind)
     root = Path(root)
 
-    def local(p: str) -> str:
-        # Infos store paths as written at conversion time (e.g. ./data/nuscenes/samples/...): re-anchor at root.
+    def local(p: str, folder: str = "") -> str:
+        # Infos store paths as written at conversion time (e.g. ./data/nuscenes/samples/...), mmdet3d 1.1 only
+        # the file name: re-anchor at root.
         p = str(p)
         for marker in ("samples/", "sweeps/"):
             if marker in p:
                 return str(root / (marker + p.split(marker, 1)[1]))
-        return str(root / p)
+        return str(root / folder / p) if folder and "/" not in p else str(root / p)
 
+    if kind == "mmdet3d-1.1":
+        return [_info_from_v2(item, data.get("metainfo") or {}, local) for item in data["data_list"]]
     out = []
-    for item in raw:
-        l2e = transform(_rotation(item["lidar2ego_rotation"]), item["lidar2ego_translation"])
-        e2g = transform(_rotation(item["ego2global_rotation"]), item["ego2global_translation"])
-        info = {
-            "token": item["token"], "scene_token": item.get("scene_token", ""), "scene": item.get("scene_name", ""),
-            "timestamp": int(item["timestamp"]), "location": item.get("location"), "lidar_path": local(item["lidar_path"]),
-            "lidar2ego": l2e, "ego2global": e2g, "sweeps": [], "cams": {},
-        }
-        for sw in item.get("sweeps", []):
-            info["sweeps"].append({"path": local(sw["data_path"]),
-                                   "sensor2lidar": transform(_rotation(sw["sensor2lidar_rotation"]), sw["sensor2lidar_translation"]),
-                                   "timestamp": int(sw["timestamp"])})
-        for cam in CAMERAS:
-            c = item["cams"][cam]
-            intr = c.get("cam_intrinsic", c.get("camera_intrinsics"))
-            info["cams"][cam] = {"path": local(c["data_path"]), "intrinsics": np.asarray(intr)[:3, :3],
-                                 "camera2ego": transform(_rotation(c["sensor2ego_rotation"]), c["sensor2ego_translation"]),
-                                 "camera2lidar": transform(_rotation(c["sensor2lidar_rotation"]), c["sensor2lidar_translation"])}
-        boxes = np.asarray(item.get("gt_boxes", np.zeros((0, 7))), dtype=np.float64).reshape(-1, 7)
-        info["gt_boxes"] = boxes
-        info["gt_names"] = np.asarray(item.get("gt_names", []), dtype=object)
-        info["gt_velocity"] = np.nan_to_num(np.asarray(item.get("gt_velocity", np.zeros((len(boxes), 2))), dtype=np.float64)).reshape(-1, 2)
-        n_lidar = np.asarray(item.get("num_lidar_pts", np.ones(len(boxes))), dtype=np.int64)
-        info["num_lidar_pts"] = n_lidar
-        info["valid_flag"] = np.asarray(item.get("valid_flag", n_lidar > 0), dtype=bool)
+    for item in data["infos"]:
+        info = _info_from_v1(item, local)
+        if kind == "mit-han-lab":
+            info["gt_boxes"] = _boxes_from_original(info["gt_boxes"])
         out.append(info)
     return out
+
+
+def _info_from_v1(item: dict, local) -> dict:
+    l2e = transform(_rotation(item["lidar2ego_rotation"]), item["lidar2ego_translation"])
+    e2g = transform(_rotation(item["ego2global_rotation"]), item["ego2global_translation"])
+    info = {
+        "token": item["token"], "scene_token": item.get("scene_token", ""), "scene": item.get("scene_name", ""),
+        "timestamp": int(item["timestamp"]), "location": item.get("location"), "lidar_path": local(item["lidar_path"]),
+        "lidar2ego": l2e, "ego2global": e2g, "sweeps": [], "cams": {},
+    }
+    for sw in item.get("sweeps", []):
+        info["sweeps"].append({"path": local(sw["data_path"]),
+                               "sensor2lidar": transform(_rotation(sw["sensor2lidar_rotation"]), sw["sensor2lidar_translation"]),
+                               "timestamp": int(sw["timestamp"])})
+    for cam in CAMERAS:
+        c = item["cams"][cam]
+        intr = c.get("cam_intrinsic", c.get("camera_intrinsics"))
+        info["cams"][cam] = {"path": local(c["data_path"]), "intrinsics": np.asarray(intr)[:3, :3],
+                             "camera2ego": transform(_rotation(c["sensor2ego_rotation"]), c["sensor2ego_translation"]),
+                             "camera2lidar": transform(_rotation(c["sensor2lidar_rotation"]), c["sensor2lidar_translation"])}
+    boxes = np.asarray(item.get("gt_boxes", np.zeros((0, 7))), dtype=np.float64).reshape(-1, 7)
+    info["gt_boxes"] = boxes
+    info["gt_names"] = np.asarray(item.get("gt_names", []), dtype=object)
+    info["gt_velocity"] = np.nan_to_num(np.asarray(item.get("gt_velocity", np.zeros((len(boxes), 2))), dtype=np.float64)).reshape(-1, 2)
+    n_lidar = np.asarray(item.get("num_lidar_pts", np.ones(len(boxes))), dtype=np.int64)
+    info["num_lidar_pts"] = n_lidar
+    info["valid_flag"] = np.asarray(item.get("valid_flag", n_lidar > 0), dtype=bool)
+    return info
+
+
+def _info_from_v2(item: dict, metainfo: dict, local) -> dict:
+    """One mmdet3d 1.1+ `data_list` entry: 4x4 matrices, seconds, file names, per-instance dicts."""
+    m = lambda value: np.asarray(value, dtype=np.float64).reshape(4, 4)  # noqa: E731
+    lidar = item["lidar_points"]
+    us = lambda seconds: int(round(float(seconds) * 1e6))  # noqa: E731
+    info = {
+        "token": item["token"], "scene_token": item.get("scene_token", ""), "scene": item.get("scene_name", ""),
+        "timestamp": us(item["timestamp"]), "location": item.get("location"),
+        "lidar_path": local(lidar["lidar_path"], "samples/LIDAR_TOP"), "lidar2ego": m(lidar["lidar2ego"]),
+        "ego2global": m(item["ego2global"]), "sweeps": [], "cams": {},
+    }
+    for sw in item.get("lidar_sweeps", []):
+        info["sweeps"].append({"path": local(sw["lidar_points"]["lidar_path"], "sweeps/LIDAR_TOP"),
+                               "sensor2lidar": rigid_inv(m(sw["lidar_points"]["lidar2sensor"])),
+                               "timestamp": us(sw["timestamp"])})
+    for cam in CAMERAS:
+        c = item["images"][cam]
+        info["cams"][cam] = {"path": local(c["img_path"], f"samples/{cam}"),
+                             "intrinsics": np.asarray(c["cam2img"], dtype=np.float64)[:3, :3],
+                             "camera2ego": m(c["cam2ego"]), "camera2lidar": rigid_inv(m(c["lidar2cam"]))}
+    names_by_label = {int(v): str(k) for k, v in (metainfo.get("categories") or {}).items() if int(v) >= 0}
+    names_by_label = names_by_label or dict(enumerate(MMDET3D_CLASSES))
+    instances = item.get("instances", [])
+    info["gt_boxes"] = np.asarray([i["bbox_3d"] for i in instances], dtype=np.float64).reshape(-1, 7)
+    info["gt_names"] = np.asarray([names_by_label.get(int(i.get("bbox_label_3d", i.get("bbox_label", -1))), "ignore")
+                                   for i in instances], dtype=object)
+    info["gt_velocity"] = np.nan_to_num(np.asarray([i.get("velocity", [0.0, 0.0]) for i in instances],
+                                                   dtype=np.float64)).reshape(-1, 2)
+    info["num_lidar_pts"] = np.asarray([i.get("num_lidar_pts", 1) for i in instances], dtype=np.int64)
+    info["valid_flag"] = np.asarray([i.get("bbox_3d_isvalid", n > 0) for i, n in zip(instances, info["num_lidar_pts"])],
+                                    dtype=bool)
+    return info
 
 
 def attach_scene_and_location(infos: list[dict], nusc) -> None:
