@@ -28,3 +28,32 @@ def workdir(phase: Any) -> Path | None:
     """Where the trainer must start: the checkout (its scripts import from it), else wherever bevctl runs."""
     trainer = getattr(phase, "trainer", None)
     return Path(trainer.repo).expanduser().resolve() if trainer is not None else None
+
+
+def findings(phase: Any, where: str) -> list[tuple[str, str, str, str]]:
+    """Preflight of the launcher, the trainer and the cluster: (status, label, detail, fix) rows, like doctor's."""
+    import shutil
+
+    rows: list[tuple[str, str, str, str]] = []
+    if getattr(phase, "trainer", None) is not None:
+        from bevctl.launchers import checkout
+
+        problems = checkout.problems(phase)
+        rows += [("fail", label, detail, fix) for label, detail, fix in problems]
+        if not problems:
+            trainer = phase.trainer
+            rows.append(("ok", "trainer", f"{trainer.script} {trainer.config} in {workdir(phase)}", ""))
+    if phase.launch.launcher == "torchpack" and phase.launch.nnodes > 1 and where != "slurm":
+        rows.append(("fail", "launcher", f"torchpack across {phase.launch.nnodes} nodes needs the nodes' host list",
+                     "run it under Slurm (--set launch.where=slurm), which passes the allocation's hosts"))
+    if where == "slurm":
+        missing = [tool for tool in ("sbatch", "squeue", "scancel", "scontrol") if shutil.which(tool) is None]
+        if missing:
+            rows.append(("fail", "slurm", f"{', '.join(missing)}: command not found",
+                         "run bevctl on a Slurm login node, or choose --set launch.where=local"))
+        else:
+            spec = phase.launch.slurm
+            what = ", ".join(f"{k} {v}" for k, v in (("partition", spec.partition), ("account", spec.account),
+                                                      ("time", spec.time)) if v) or "the cluster's defaults"
+            rows.append(("ok", "slurm", f"{phase.launch.nnodes} node(s) x 1 task, {what}", ""))
+    return rows

@@ -167,3 +167,15 @@ def test_doctor_reports_infiniband(monkeypatch, tmp_path):
     (tmp_path / "uverbs0").write_text("")
     report = doctor.run_checks(two_nodes, ids=["launcher.infiniband"])
     assert report.results[0].status == "ok" and "uverbs0" in report.results[0].message
+
+
+def test_findings_name_what_blocks_the_launch(tmp_path, monkeypatch):
+    from bevctl.launchers import findings
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Slurm tools
+    rows = findings(load_phase("phase4a", ["launch.where=slurm", f"trainer.repo={tmp_path}/nope",
+                                           "trainer.config=c.yaml"]), "slurm")
+    assert [(r[0], r[1]) for r in rows] == [("fail", "trainer.repo"), ("fail", "slurm")]
+    assert "sbatch" in rows[1][2]
+    rows = findings(load_phase("phase4a", ["launch.launcher=torchpack", "launch.nnodes=2"]), "local")
+    assert rows[0][:2] == ("fail", "launcher")
