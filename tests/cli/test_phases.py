@@ -102,3 +102,95 @@ def test_resume_and_load_from_are_exclusive(tmp_path):
     with pytest.raises(UsageError) as info:
         load_phase(path)
     assert "either resume" in info.value.message
+
+
+# ------------------------------------------------------------------------------------- --set semantics
+
+
+def test_mapping_is_merged_into_a_section_never_replacing_it():
+    base = load_phase("phase4a")
+    phase = load_phase("phase4a", ["train={epochs: 2}", "launch={slurm: {partition: gpu}}"])
+    assert phase.train.epochs == 2
+    assert (phase.train.batch_size, phase.train.precision) == (base.train.batch_size, base.train.precision)
+    assert phase.launch.gpus == base.launch.gpus and phase.launch.slurm.partition == "gpu"
+    # the same as the keys one by one
+    assert phase == load_phase("phase4a", ["train.epochs=2", "launch.slurm.partition=gpu"])
+
+
+def test_empty_mapping_and_scalar_for_a_section_are_refused():
+    with pytest.raises(UsageError, match="sets nothing"):
+        load_phase("phase4a", ["train={}"])
+    with pytest.raises(UsageError, match="train is a section"):
+        load_phase("phase4a", ["train=null"])
+
+
+def test_text_fields_take_the_text_as_typed():
+    phase = load_phase("demo", ["run.name=007", "data.version=1.0", "description=a: b", "load_from=null"])
+    assert (phase.run.name, phase.data.version, phase.description, phase.load_from) == ("007", "1.0", "a: b", None)
+    assert load_phase("demo", ["description='quoted'"]).description == "quoted"
+
+
+def test_mapping_fields_take_the_rest_of_the_key_whole():
+    phase = load_phase("phase4a", ["pretrained.encoders.camera.backbone=/w/swin.pth", "container.env.NCCL_DEBUG=INFO"])
+    assert phase.pretrained == {"encoders.camera.backbone": "/w/swin.pth"}
+    assert phase.container.env == {"NCCL_DEBUG": "INFO"}
+
+
+def test_list_items_by_index():
+    phase = load_phase("phase4a", ["expectations.0.tolerance=0.05"])
+    assert phase.expectations[0].tolerance == 0.05
+
+
+def test_set_errors_blame_the_argument_and_carry_a_fix():
+    with pytest.raises(UsageError) as info:
+        load_phase("phase4a", ["train.epochs=many"])
+    assert info.value.message.startswith("--set train.epochs=many: train.epochs:")
+    assert "phase4a.yaml" not in info.value.one_line() and info.value.fix
+
+
+def test_file_errors_name_the_line_and_carry_a_fix(tmp_path):
+    path = _write(tmp_path, "optim:\n  lr: .nan\n")
+    with pytest.raises(UsageError) as info:
+        load_phase(path)
+    assert info.value.message.startswith(f"{path}:2: optim.lr: Input should be a finite number")
+    assert info.value.fix == f"correct optim.lr in {path}:2"
+
+
+def test_resolved_config_round_trips_and_bad_config_names_run_json():
+    from bevctl.phases import phase_from_dict
+
+    for name in shipped_phases():
+        phase = load_phase(name)
+        assert phase_from_dict(phase.model_dump(mode="json")) == phase
+    with pytest.raises(UsageError) as info:
+        phase_from_dict({"name": "x", "train": {"epochs": float("inf")}})
+    assert "<config>" in info.value.message and "run.json" in info.value.fix
+
+
+# ------------------------------------------------------------------------------------- YAML limits
+
+
+def test_anchors_and_merge_keys_within_the_limits_still_work(tmp_path):
+    path = _write(tmp_path, """\
+        optim: &opt {lr: 0.001, weight_decay: 0.0}
+        train:
+          epochs: &n 3
+          eval_interval: *n
+        """)
+    phase = load_phase(path)
+    assert phase.train.eval_interval == 3 and phase.optim.lr == 0.001
+
+
+def test_yaml_limits_in_process():
+    from bevctl import yamlsafe
+
+    with pytest.raises(UsageError, match="x.yaml:3: duplicate key 'a.b' \\(first at line 2\\)"):
+        yamlsafe.parse("a:\n  b: 1\n  b: 2\n", "x.yaml")
+    with pytest.raises(UsageError, match="expand to more than"):
+        yamlsafe.parse("a: &a [" + ",".join(["1"] * 200) + "]\nb: [" + ",".join(["*a"] * 60) + "]\n", "x.yaml")
+    with pytest.raises(UsageError, match="refers to its own anchor"):
+        yamlsafe.parse("a: &a {b: *a}\n", "x.yaml")
+    with pytest.raises(UsageError, match=r"x.yaml:2: byte 0x80 at offset 7 is not UTF-8"):
+        yamlsafe.decode(b"a: 1\nb:\x80\n", "x.yaml")
+    data, lines = yamlsafe.parse("a:\n  b: [1, 2]\n", "x.yaml")
+    assert data == {"a": {"b": [1, 2]}} and lines == {("a",): 1, ("a", "b"): 2, ("a", "b", 0): 2, ("a", "b", 1): 2}
