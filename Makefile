@@ -19,10 +19,12 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The main job on the embedded default: synthetic nuScenes-format data, tiny model, CPU, a few minutes.
+# The run is named here, so the last step plots this run and not whichever was started last.
+DEMO_RUN := demo-$(shell date +%Y%m%d-%H%M%S)
 demo: $(STAMP)
 	$(BIN)/bevctl doctor --phase demo
-	$(BIN)/bevctl start demo --yes --local --wait
-	$(BIN)/bevctl watch --once --plot runs/demo-loss.png
+	$(BIN)/bevctl start demo --yes --local --wait --name $(DEMO_RUN)
+	$(BIN)/bevctl watch $(DEMO_RUN) --once --plot runs/$(DEMO_RUN)/loss.png
 
 # The whole test suite (CI runs exactly this through .ci/run).
 test: $(STAMP)
