@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from bevctl import __version__
-from bevctl.commands import build, check_ckpt, data, doctor, runs_cmd, shell, start, stop, watch
+from bevctl.commands import build, check_ckpt, data, doctor, runs_cmd, shell, start, stop, tb, watch
 from bevctl.entry import guarded
 
 EXIT_CODES = "Exit codes: 0 ok, 1 check failed, 2 usage or input error, 3 environment unusable."
@@ -53,6 +53,7 @@ app.command("start")(start.start)
 app.command("stop")(stop.stop)
 app.command("runs")(runs_cmd.runs)
 app.command("watch")(watch.watch)
+app.command("tb")(tb.tb)
 app.add_typer(data.app, name="data")
 
 
