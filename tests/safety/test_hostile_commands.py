@@ -39,16 +39,6 @@ def test_watch_refuses_a_phase_that_is_not_utf8(phases):
             says=["latin1.yaml:1", "byte 0xef at offset 15 is not UTF-8"])
 
 
-def test_empty_host_part_in_extra_mounts_never_mounts_the_checkout(tmp_path):
-    hostile("start", "demo", "--container", "--yes", "--dry-run", cwd=tmp_path, env={"BEVCTL_EXTRA_MOUNTS": ":/x"},
-            says=["BEVCTL_EXTRA_MOUNTS", "empty host path"])
-
-
-def test_missing_host_path_in_extra_mounts(tmp_path):
-    hostile("start", "demo", "--container", "--yes", "--dry-run", cwd=tmp_path,
-            env={"BEVCTL_EXTRA_MOUNTS": f"{tmp_path}/absent:/weights:ro"}, says=["does not exist"])
-
-
 def _trainer(*args, cwd):
     return subprocess.run([sys.executable, "-m", "model.train", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "NO_COLOR": "1"})
