@@ -232,7 +232,8 @@ class LoadReport:
             lines[0] += f" into {self.how.split(':', 1)[1]}"
         lines.append(f"matched {len(self.matched)} keys")
         if self.converted:
-            kinds = sorted({bit.split(" ")[0] for how in self.converted.values() for bit in how.split(", ")})
+            kinds = [kind for kind, word in (("renamed", "from "), ("spconv 1.x kernels permuted", "permute("),
+                                             ("cast", "cast to ")) if any(word in how for how in self.converted.values())]
             lines.append(f"converted {len(self.converted)} keys ({', '.join(kinds)}): "
                          + ", ".join(compress_keys(list(self.converted))))
         if self.plan is not None and self.plan.naming == "mmdet3d":

@@ -75,8 +75,7 @@ class Report:
             return (f"check it against that model: --model-config {self.looks_like.config} --gca {self.looks_like.gca}"
                     " (or fix the phase's model section)")
         if self.plan is not None and self.plan.nonfinite:
-            return ("use an earlier checkpoint of that run (its weights diverged), or --no-finite-check "
-                    "if those values are intended")
+            return "use an earlier checkpoint of that run (its weights diverged); bevctl check-ckpt FILE lists them"
         s = self.suggestions
         if s.get("prefix"):
             p = s["prefix"]
