@@ -100,6 +100,10 @@ def apply_override(data: dict, item: str, model: type[BaseModel]) -> Override:
         if last:
             break
         child = node[part] if isinstance(node, list) else node.get(part)
+        if child is None and get_origin(inner) is list:
+            dotted = ".".join(parts[: i + 1])
+            raise UsageError(f"--set {item!r}: {dotted} is a list the phase does not spell out", fix=f"give the whole list, e.g. "
+                             f"--set {dotted}=[...]")
         if child is None:
             child = node[part] = {}
         if not isinstance(child, (dict, list)):
@@ -135,10 +139,14 @@ def apply_override(data: dict, item: str, model: type[BaseModel]) -> Override:
     return override
 
 
-def blame(overrides: list[Override], loc: tuple) -> Optional[Override]:
-    """The override (latest first) whose key path holds the error location `loc`, or lies inside it."""
+def blame(overrides: list[Override], loc: tuple, missing: bool = False) -> Optional[Override]:
+    """The override (latest first) whose key path holds the error location `loc`, or lies inside it; for a
+    `missing` field, also one that set a sibling (it created the section: `--set trainer.repo=X` lacks config)."""
+    loc = tuple(loc)
     for override in reversed(overrides):
         n = len(override.path)
-        if tuple(loc[:n]) == override.path or (loc and override.path[: len(loc)] == tuple(loc)):
+        if loc[:n] == override.path or (loc and override.path[: len(loc)] == loc):
+            return override
+        if missing and len(loc) > 1 and override.path[: len(loc) - 1] == loc[:-1]:
             return override
     return None

@@ -326,7 +326,7 @@ def _explain(exc: ValidationError, source: str, lines: dict[tuple, int], applied
 
     error = exc.errors()[0]
     loc = tuple(error["loc"])
-    culprit = blame(applied, loc)
+    culprit = blame(applied, loc, missing=error["type"] == "missing")
     line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
     if culprit is not None:
         where, place = f"--set {culprit.shown()}", "the --set value"
@@ -341,9 +341,12 @@ def _explain(exc: ValidationError, source: str, lines: dict[tuple, int], applied
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return UsageError(f"{where}: unknown key {_clip(dotted)!r}{hint}{more}",
                           fix=fix or (f"rename it to {close[0]}" if close else f"remove it; known keys: {', '.join(fields)}"))
-    message = error["msg"].removeprefix("Value error, ")
+    message = error["msg"].removeprefix("Value error, ").replace("\n", "\\n")
     shown = "input" in error and error["type"] != "missing" and not isinstance(error["input"], (dict, list))
     got = f" (got {_clip(repr(error['input']), 60)})" if shown else ""
+    if error["type"] == "missing":
+        return UsageError(f"{where}: {dotted}: {message}{more}",
+                          fix=fix or (f"also set --set {dotted}=..." if culprit else f"add {dotted} in {place}"))
     return UsageError(f"{where}: {dotted}: {message}{got}{more}", fix=fix or f"correct {dotted} in {place}")
 
 

@@ -93,6 +93,10 @@ def parse(text: str, source: str, numbered: bool = True) -> tuple[Any, dict[tupl
         raise _syntax_error(exc, text, source) from None
     except RecursionError:
         raise UsageError(f"{source}: nested too deeply", fix=f"a phase needs at most {MAX_DEPTH} levels") from None
+    except ValueError:  # Python refuses to convert integers of more than 4300 digits
+        line = next((n.start_mark.line + 1 for n in _scalars(node) if len(n.value) > 4000), 1)
+        raise UsageError(f"{_at(source, line)}: a number with thousands of digits", fix="write a number of sensible "
+                         "size") from None
     finally:
         loader.dispose()
     return data, lines
@@ -152,6 +156,19 @@ def _children(node: Any) -> list:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
     return []
+
+
+def _scalars(root: Any) -> list:
+    seen, out, stack = set(), [], [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            out.append(node)
+        stack.extend(_children(node))
+    return out
 
 
 def _measure(root: Any, source: str) -> None:

@@ -194,3 +194,18 @@ def test_yaml_limits_in_process():
         yamlsafe.decode(b"a: 1\nb:\x80\n", "x.yaml")
     data, lines = yamlsafe.parse("a:\n  b: [1, 2]\n", "x.yaml")
     assert data == {"a": {"b": [1, 2]}} and lines == {("a",): 1, ("a", "b"): 2, ("a", "b", 0): 2, ("a", "b", 1): 2}
+
+
+def test_override_edge_cases_are_one_line_with_a_fix():
+    cases = {
+        "train.epochs=" + "9" * 5000: "a number with thousands of digits",
+        "model.heads.0=map": "model.heads is a list the phase does not spell out",
+        "trainer.repo=/x": "--set trainer.repo=/x: trainer.config: Field required",
+        "launch.slurm=null": "launch.slurm is a section",
+        "train.epochs=!!python/object:os.system x": "is not allowed",
+    }
+    for item, words in cases.items():
+        with pytest.raises(UsageError) as info:
+            load_phase("phase4a", [item])
+        line = info.value.one_line()
+        assert words in line and info.value.fix and "\n" not in line and len(line) < 400, line
