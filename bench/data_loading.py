@@ -1,7 +1,8 @@
 """Does data loading starve training? data_time / step time for the tiny config on the demo's synthetic data.
 
-Runs the demo's data settings (batch 2, 2 workers, 1 sweep, train-mode augmentation) against real tiny-model
-training steps and reports how long each iteration waits for its batch. Baseline in the same run: the same loop
+Runs the demo's data settings (batch 2, 2 workers, 1 sweep, train-mode augmentation) through the trainer's own
+loader (`model.builders.train_loader`) against real tiny-model training steps and reports how long each iteration
+waits for its batch. Baseline in the same run: the same loop
 with workers=0 (every batch loaded synchronously in the training process). Goal: data wait ≤ 5 % of an iteration.
 
     python bench/data_loading.py [--steps 4] [--workers 2] [--root data/nuscenes-synth]
@@ -31,9 +32,10 @@ def main() -> int:
     import torch
 
     from bevctl.phases import load_phase
-    from model.data import build_dataset
-    from model.data.loader import build_loader
+    from model import builders
+    from model.data import build_dataset, collate
     from model.data.synth import ensure_dataset
+    from model.distributed import DistInfo
 
     phase = load_phase("demo", [f"data.root={args.root}"])
     t = time.perf_counter()
@@ -49,7 +51,11 @@ def main() -> int:
 
         cfg = get_config(phase.model.config, gca=phase.model.gca, heads=tuple(phase.model.heads))
         dataset = build_dataset(cfg, phase.data, split=phase.data.train_split, train=True)
-        loader = build_loader(dataset, batch_size=args.batch_size, workers=workers, shuffle=True, drop_last=True)
+        run = phase.model_copy(update={"data": phase.data.model_copy(update={"workers": workers}),
+                                       "train": phase.train.model_copy(update={"batch_size": args.batch_size})})
+        parts = builders.Parts(None, cfg, dataset, None, collate)
+        loader, sampler, _ = builders.train_loader(parts, run, DistInfo())
+        sampler.set_epoch(0)
         data_times, step_times = [], []
         it = iter(loader)
         for i in range(args.warmup + args.steps):

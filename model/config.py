@@ -16,8 +16,10 @@ overriding it in one place keeps the model consistent. Both heads use the detect
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 from model.heads import BEVSegHeadConfig, TransFusionHeadConfig
 
@@ -26,6 +28,10 @@ OBJECT_CLASSES = ("car", "truck", "construction_vehicle", "bus", "trailer", "bar
                   "pedestrian", "traffic_cone")
 MAP_CLASSES = ("drivable_area", "ped_crossing", "walkway", "stop_line", "carpark_area", "divider")
 HEADS = ("object", "map")
+GcaMode = Literal["none", "shared", "task"]
+GCA_MODES: tuple[str, ...] = get_args(GcaMode)
+VTransformType = Literal["DepthLSSTransform", "LSSTransform"]
+BoxConvention = Literal["mmdet3d", "mit-han-lab"]
 
 
 @dataclass
@@ -49,7 +55,7 @@ class FPNConfig:
 
 @dataclass
 class VTransformConfig:
-    type: str = "DepthLSSTransform"  # or LSSTransform (no LiDAR depth input)
+    type: VTransformType = "DepthLSSTransform"  # LSSTransform: no LiDAR depth input
     in_channels: int = 256
     out_channels: int = 80
     feature_stride: int = 8  # feature_size = image_size / stride (GeneralizedLSSFPN level 0)
@@ -115,7 +121,7 @@ class DecoderConfig:
 
 @dataclass
 class GCAConfig:
-    mode: str = "task"  # none | shared | task
+    mode: GcaMode = "task"
     reduction: int = 4
 
 
@@ -132,7 +138,7 @@ class ModelConfig:
     heads: tuple = HEADS
     # How the object head encodes boxes: "mmdet3d" (1.x: l, w, h, yaw, centre z) or "mit-han-lab" (the original:
     # w, l, h, -yaw - pi/2, regressed z = centre + h/2); model/heads/box_coder.py. A loaded head brings its own.
-    box_convention: str = "mmdet3d"
+    box_convention: BoxConvention = "mmdet3d"
     camera: CameraConfig = field(default_factory=CameraConfig)
     lidar: LidarConfig = field(default_factory=LidarConfig)
     fuser: FuserConfig = field(default_factory=FuserConfig)
@@ -210,9 +216,21 @@ def finalize(cfg: ModelConfig) -> ModelConfig:
     mh.input_scope = ((pc[0], pc[3], (pc[3] - pc[0]) / bx), (pc[1], pc[4], (pc[4] - pc[1]) / by))
     mh.output_scope = tuple(tuple(b) for b in cfg.map_bound)
     cfg.heads = tuple(h for h in HEADS if h in cfg.heads)
-    if cfg.gca.mode not in ("none", "shared", "task"):
-        raise ValueError(f"gca must be none, shared or task, got {cfg.gca.mode!r}")
+    validate(cfg)
     return cfg
+
+
+def validate(obj, where: str = "") -> None:
+    """The one check of every `Literal`-typed field (GCA mode, view transform, box convention), nested included."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        hint = hints.get(f.name)
+        if get_origin(hint) is Literal and value not in get_args(hint):
+            choices = ", ".join(map(str, get_args(hint)))
+            raise ValueError(f"model config {where}{f.name} must be one of {choices}, got {value!r}")
+        if dataclasses.is_dataclass(value):
+            validate(value, f"{where}{f.name}.")
 
 
 def full_config() -> ModelConfig:

@@ -130,3 +130,11 @@ def broadcast_object(obj, info: DistInfo):
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def mean_tensor_(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Average a tensor over ranks, in place."""
+    if info.distributed:
+        dist.all_reduce(t)
+        t /= info.world_size
+    return t

@@ -1,6 +1,7 @@
 """Evaluation on the val split: nuScenes detection metrics (the devkit's official `DetectionEval`) and BEV map IoU.
 
-Called by the trainer every `train.eval_interval` epochs, and on demand:
+Called by the trainer every `train.eval_interval` epochs (`evaluate(model, loader, info, phase=, run_dir=)`), and
+on demand:
 `python -m model.evaluate --run-dir DIR [--checkpoint X] [--json]` (default checkpoint: DIR/latest.pth).
 
 Metric keys are BEVFusion's: `object/map`, `object/nds`, `object/<cls>_ap_dist_<d>`, `object/<cls>_<err>`,
@@ -16,6 +17,7 @@ import io
 import json
 import math
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +27,7 @@ import torch
 from bevctl import runs
 from bevctl.errors import BevctlError, UsageError
 from model import distributed as dist_utils
+from model.data.batch import to_device
 from model.distributed import DistInfo
 
 MAP_THRESHOLDS = (0.35, 0.40, 0.45, 0.50, 0.55, 0.60, 0.65)
@@ -184,6 +187,26 @@ def _progress(total: int, enabled: bool):
     return progress
 
 
+@dataclass
+class Evaluation:
+    """Rank 0's result of a pass: the metrics, the number of batches, and the first validation sample's
+    prediction and ground truth (`token`, `masks_bev`/`gt_masks_bev` [C, X, Y], `boxes_3d`/`gt_boxes` ...)."""
+
+    metrics: dict[str, float]
+    batches: int
+    first_sample: dict[str, Any] = field(default_factory=dict)
+
+
+def _first_sample(batch: dict, output: dict) -> dict[str, Any]:
+    sample: dict[str, Any] = {"token": batch["metas"][0]["token"]}
+    for key, value in output.items():
+        sample[key] = value.detach().float().cpu() if key != "labels_3d" else value.detach().cpu()
+    for key in ("gt_masks_bev", "gt_boxes", "gt_labels"):
+        if key in batch:
+            sample[key] = batch[key][0].detach().cpu()
+    return sample
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -194,10 +217,8 @@ def evaluate(
     run_dir: Path,
     should_stop: Callable[[], bool] | None = None,
     progress: bool | None = None,
-) -> dict[str, float] | None:
-    """Metrics of `model` on `loader`'s split; None when a stop request interrupted it."""
-    from model.train import to_device
-
+) -> Evaluation | None:
+    """Metrics of `model` on `loader`'s split (empty on ranks other than 0); None when a stop interrupted it."""
     cfg = getattr(model, "cfg", None)
     object_classes = list(getattr(cfg, "object_classes", []))
     map_classes = list(getattr(cfg, "map_classes", []))
@@ -206,6 +227,7 @@ def evaluate(
     results: dict[str, list] = {}
     counts = torch.zeros(3, len(MAP_THRESHOLDS), len(map_classes), dtype=torch.float64)
     has_map = False
+    first: dict[str, Any] = {}
     if progress is None:
         progress = info.is_main and sys.stderr.isatty()
     bar = _progress(len(loader), progress)
@@ -218,6 +240,9 @@ def evaluate(
             gt_masks = batch.get("gt_masks_bev")
             batch = to_device(batch, info.device)
             outputs = model(batch)
+            if not first and outputs:
+                first = _first_sample({"metas": metas, **({"gt_masks_bev": gt_masks} if gt_masks is not None else {}),
+                                       **{k: batch[k] for k in ("gt_boxes", "gt_labels") if k in batch}}, outputs[0])
             for b, output in enumerate(outputs):
                 if "boxes_3d" in output:
                     results[metas[b]["token"]] = detection_results(output, metas[b], aug[b], object_classes)
@@ -233,7 +258,7 @@ def evaluate(
 
     gathered = dist_utils.gather_objects((results, counts, has_map), info)
     if not info.is_main:
-        return {}
+        return Evaluation({}, len(loader))
     all_results: dict[str, list] = {}
     total = torch.zeros_like(counts)
     any_map = False
@@ -247,7 +272,7 @@ def evaluate(
         metrics.update(run_detection_eval(all_results, nusc, phase.data.val_split, Path(run_dir) / "eval"))
     if any_map:
         metrics.update(map_metrics(total, map_classes))
-    return metrics
+    return Evaluation(metrics, len(loader), first)
 
 
 # --------------------------------------------------------------------------------------------- on demand
@@ -261,30 +286,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     args = p.parse_args(argv)
     try:
-        metrics, epoch, n = _evaluate_checkpoint(args)
+        result, epoch = _evaluate_checkpoint(args)
     except BevctlError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr, flush=True)
         return exc.code
     finally:
         dist_utils.cleanup()
-    if metrics is None:
+    if result is None:
         return 0
     if args.json:
         from bevctl.console import print_json
 
-        print_json({"schema": 1, "run_dir": str(args.run_dir), "epoch": epoch, "metrics": metrics})
+        print_json({"schema": 1, "run_dir": str(args.run_dir), "epoch": epoch, "metrics": result.metrics})
     else:
-        print(runs.format_val_line(epoch, n, metrics))
+        print(runs.format_val_line(epoch, result.batches, result.metrics))
     return 0
 
 
-def _evaluate_checkpoint(args) -> tuple[dict | None, int, int]:
+def _evaluate_checkpoint(args) -> tuple[Evaluation | None, int]:
+    """The run's phase, model and val split built as the trainer builds them, with the checkpoint's weights."""
     from bevctl.phases import phase_from_dict
+    from model import builders
     from model import checkpoint as ckpt
-    from model.bevfusion import build_model
-    from model.config import get_config
-    from model.data import build_dataset, collate
-    from model.train import make_loader, prepare_data
 
     manifest = runs.read_manifest(args.run_dir)
     if not manifest or not isinstance(manifest.get("config"), dict):
@@ -292,20 +315,17 @@ def _evaluate_checkpoint(args) -> tuple[dict | None, int, int]:
     phase = phase_from_dict(manifest["config"])
     path = args.checkpoint or args.run_dir / runs.LATEST
     info = dist_utils.init(args.device or phase.train.device)
-    cfg = get_config(phase.model.config, gca=phase.model.gca, heads=tuple(phase.model.heads))
-    model = build_model(cfg, device="cpu")
+    cfg = builders.model_config(phase)
+    model = builders.build_model(phase, cfg)
     state = ckpt.load_file(path)
     report = ckpt.partial_load(model, ckpt.extract_state_dict(state), path=str(path), how="evaluate")
     if not report.ok:
         raise UsageError(report.failure(), fix="evaluate a checkpoint of this run's model")
-    prepare_data(phase, cfg, info)
-    val_set = build_dataset(cfg, phase.data, split=phase.data.val_split, train=False)
-    sampler = torch.utils.data.DistributedSampler(val_set, num_replicas=info.world_size, rank=info.rank, shuffle=False)
-    loader = make_loader(val_set, sampler, 1, phase.data.workers, collate, torch.Generator())
-    model = model.to(info.device)
-    metrics = evaluate(model, loader, info, phase=phase, run_dir=args.run_dir)
+    builders.prepare_data(phase, cfg, info)
+    loader = builders.val_loader(builders.build_val_set(phase, cfg), phase, info)
+    result = evaluate(model.to(info.device), loader, info, phase=phase, run_dir=args.run_dir)
     epoch = int(state.get("meta", {}).get("epoch", 0)) if isinstance(state.get("meta"), dict) else 0
-    return (metrics if info.is_main else None), epoch, len(loader)
+    return (result if info.is_main else None), epoch
 
 
 if __name__ == "__main__":

@@ -15,9 +15,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-GCA_MODES = ("none", "shared", "task")
-
-
 class GCA(nn.Module):
     def __init__(self, channels: int = 512, reduction: int = 4):
         super().__init__()
@@ -31,8 +28,7 @@ class GCA(nn.Module):
 
 
 def build_task_gca(mode: str, heads, channels: int, reduction: int) -> nn.ModuleDict | None:
-    if mode not in GCA_MODES:
-        raise ValueError(f"gca mode must be one of {GCA_MODES}, got {mode!r}")
+    """`mode` as validated by `model.config` (`GcaMode`)."""
     if mode == "none":
         return None
     names = ["shared"] if mode == "shared" else list(heads)

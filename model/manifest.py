@@ -18,10 +18,9 @@ from pathlib import Path
 import model  # noqa: F401
 from bevctl.ckpt.manifest import manifest_from_module, to_dict
 from model.bevfusion import build_model
-from model.config import MODEL_VERSION, get_config
+from model.config import GCA_MODES, MODEL_VERSION, get_config
 
 CONFIGS = ("full", "tiny")
-GCA_MODES = ("none", "shared", "task")
 MANIFEST_DIR = Path(__file__).resolve().parents[1] / "bevctl" / "manifests"
 
 

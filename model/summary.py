@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 import model  # noqa: F401
 from model.bevfusion import build_model
-from model.config import HEADS, get_config
+from model.config import GCA_MODES, HEADS, get_config
 from model.manifest import GROUPS, group_of
 
 
@@ -40,7 +40,7 @@ def parameter_table(net, depth: int | None = None) -> "OrderedDict[str, dict]":
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m model.summary", description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="full", help="full, tiny or a model-config YAML")
-    ap.add_argument("--gca", default="task", choices=["none", "shared", "task"])
+    ap.add_argument("--gca", default="task", choices=list(GCA_MODES))
     ap.add_argument("--heads", default=",".join(HEADS))
     ap.add_argument("--depth", type=int, default=None, help="group by the first N name components instead")
     ap.add_argument("--json", action="store_true")

@@ -170,19 +170,31 @@ class NuScenesDataset(Dataset):
             self._maps[location] = bev_map.MapIndex(NuScenesMap(dataroot=str(self.root), map_name=location))
         return self._maps[location]
 
+    def _kept(self, info: dict) -> np.ndarray:
+        """Boxes of known classes, (optionally) only those with points, as the original's get_ann_info."""
+        keep = np.array([n in self.object_classes for n in info["gt_names"]], dtype=bool)
+        return keep & (info["valid_flag"] if self.use_valid_flag else info["num_lidar_pts"] > 0)
+
+    def class_ids(self, index: int) -> set[int]:
+        """The classes sample `index` shows (CBGS groups samples by them), without loading it."""
+        info = self.infos[index]
+        return {self.object_classes.index(n) for n in info["gt_names"][self._kept(info)]}
+
     def __getitem__(self, index: int) -> dict:
+        return self.item(index)
+
+    def item(self, index: int, aug_key: int | None = None) -> dict:
+        """Sample `index`; its augmentation is drawn from (seed, epoch, aug_key or index)."""
         index = int(index)
         if index < 0:
             index += len(self.infos)  # ds[-1] draws as ds[len - 1]
         info = self.infos[index]
-        rng = self._rng(index)
+        rng = self._rng(index if aug_key is None else int(aug_key))
         points = self._points(info)
         imgs, img_aug = self._images(info, rng)
 
-        # Boxes: known classes, (optionally) only those with points, as the original's get_ann_info.
         names = info["gt_names"]
-        keep = np.array([n in self.object_classes for n in names], dtype=bool)
-        keep &= info["valid_flag"] if self.use_valid_flag else info["num_lidar_pts"] > 0
+        keep = self._kept(info)
         boxes = info["gt_boxes"][keep]
         velocity = info["gt_velocity"][keep]
         labels = np.array([self.object_classes.index(n) for n in names[keep]], dtype=np.int64)

@@ -85,17 +85,20 @@ def demo_phase():
 
 
 def test_ground_truth_scores_perfect_detection_with_the_official_eval(tmp_path, demo_phase):
-    from model.config import get_config
-    from model.data import build_dataset, collate
+    from model import builders
     from model.distributed import DistInfo
     from model.evaluate import evaluate
-    from model.train import make_loader
 
-    cfg = get_config("tiny", gca="task")
-    val = build_dataset(cfg, demo_phase.data, split=demo_phase.data.val_split, train=False)
-    sampler = torch.utils.data.DistributedSampler(val, num_replicas=1, rank=0, shuffle=False)
-    loader = make_loader(val, sampler, 2, 0, collate, torch.Generator())
-    metrics = evaluate(GroundTruthModel(cfg), loader, DistInfo(), phase=demo_phase, run_dir=tmp_path, progress=False)
+    cfg = builders.model_config(demo_phase)
+    val = builders.build_val_set(demo_phase, cfg)
+    loader = builders.val_loader(val, demo_phase, DistInfo())
+    result = evaluate(GroundTruthModel(cfg), loader, DistInfo(), phase=demo_phase, run_dir=tmp_path, progress=False)
+    metrics = result.metrics
+    assert result.batches == len(val)
+    first = result.first_sample  # what the run sink gets for images of the first validation sample
+    assert first["token"] == val.infos[0]["token"]
+    assert first["masks_bev"].shape == first["gt_masks_bev"].shape == (6, *cfg.map_size)
+    assert torch.equal(first["boxes_3d"], first["gt_boxes"])
     assert metrics["object/map"] == pytest.approx(1.0)
     assert metrics["object/nds"] > 0.9 and metrics["object/mATE"] < 1e-3 and metrics["object/mAOE"] < 1e-3
     assert metrics["object/car_ap_dist_0.5"] == pytest.approx(1.0)

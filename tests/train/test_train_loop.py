@@ -134,20 +134,50 @@ def losses(run_dir: Path) -> list[tuple[int, int, float]]:
 # --------------------------------------------------------------------------------------------- unit tests
 
 
-def test_cosine_schedule_warms_up_then_anneals():
-    spec = ScheduleSpec(lr=1.0, total_iters=101, schedule="cosine", warmup_iters=10, warmup_ratio=0.1, min_lr_ratio=0.01)
+def test_cosine_schedule_warms_up_then_anneals_as_mmcv():
+    spec = ScheduleSpec(lr=1.0, total_iters=100, schedule="cosine", warmup_iters=10, warmup_ratio=0.1, min_lr_ratio=0.01)
     assert lr_at(0, spec) == pytest.approx(0.1)
     assert lr_at(5, spec) < lr_at(9, spec) < lr_at(10, spec)
-    assert lr_at(100, spec) == pytest.approx(0.01)
-    assert all(lr_at(i, spec) >= lr_at(i + 1, spec) for i in range(10, 100))
+    # mmcv CosineAnnealing per iteration: factor iter / max_iters (never quite the minimum)
+    assert lr_at(50, spec) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert lr_at(99, spec) == pytest.approx(0.01 + 0.99 * (1 + math.cos(math.pi * 0.99)) / 2)
+    assert all(lr_at(i, spec) >= lr_at(i + 1, spec) for i in range(10, 99))
 
 
-def test_cyclic_schedule_rises_to_ten_times_then_falls():
-    spec = ScheduleSpec(lr=1.0, total_iters=100, schedule="cyclic")
+def test_cosine_by_epoch_changes_once_per_epoch_after_the_warm_up():
+    spec = ScheduleSpec(lr=1.0, total_iters=40, schedule="cosine", warmup_iters=3, warmup_ratio=0.5, min_lr_ratio=0.0,
+                        by_epoch=True, iters_per_epoch=10)
+    assert lr_at(0, spec) == pytest.approx(0.5) and lr_at(3, spec) == pytest.approx(1.0)
+    values = [lr_at(i, spec) for i in range(3, 40)]
+    assert sorted(set(round(v, 12) for v in values), reverse=True) == pytest.approx(
+        [(1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
+    assert lr_at(19, spec) == lr_at(10, spec) == pytest.approx((1 + math.cos(math.pi / 4)) / 2)
+
+
+def test_cyclic_schedule_is_mmcvs_cyclic_lr_with_cyclic_momentum():
+    from model.schedule import beta1_at
+
+    spec = ScheduleSpec(lr=1.0, total_iters=100, schedule="cyclic", warmup_iters=0, momentum="cyclic")
     values = [lr_at(i, spec) for i in range(100)]
     peak = int(np.argmax(values))
+    # CyclicLrUpdaterHook defaults: up for int(0.4 * max_iters) iterations to 10x, then cosine towards 1e-4x
     assert peak == 40 and values[peak] == pytest.approx(10.0)
-    assert values[-1] == pytest.approx(1e-4)
+    assert values[20] == pytest.approx(1 + 9 * (1 - math.cos(math.pi * 0.5)) / 2)
+    assert values[99] == pytest.approx(1e-4 + (10 - 1e-4) * (1 + math.cos(math.pi * 59 / 60)) / 2)
+    # CyclicMomentumUpdaterHook defaults on AdamW's beta1: 0.9 -> 0.9 * 0.85 / 0.95 (0.805) -> back towards 0.9
+    betas = [beta1_at(i, spec) for i in range(100)]
+    assert betas[0] == pytest.approx(0.9) and min(betas) == pytest.approx(0.9 * 0.85 / 0.95) == betas[40]
+    assert round(min(betas), 3) == 0.805 and int(np.argmin(betas)) == 40
+    assert betas[70] == pytest.approx(0.9 * (0.85 / 0.95 + (1 - 0.85 / 0.95) * (1 - math.cos(math.pi * 0.5)) / 2))
+    assert 0.899 < betas[99] < 0.9
+    opt = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=1.0)
+    s = LRSchedule(opt, spec)
+    for _ in range(40):
+        s.step()
+    assert opt.param_groups[0]["betas"] == (pytest.approx(0.9 * 0.85 / 0.95), 0.999)
+    constant = LRSchedule(torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=1.0), ScheduleSpec(lr=1.0, total_iters=10))
+    constant.step()
+    assert constant.optimizer.param_groups[0]["betas"] == (0.9, 0.999)
 
 
 def test_schedule_state_restores_the_lr():
