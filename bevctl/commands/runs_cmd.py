@@ -1,25 +1,37 @@
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 
 def runs(
-    runs_root: Optional[Path] = typer.Option(None, "--runs-root", help="Folder holding run directories (default: $BEVCTL_RUNS or ./runs)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
+    runs_root: Annotated[Optional[Path], typer.Option(
+        "--runs-root", metavar="DIR", help="Folder holding run directories (default: $BEVCTL_RUNS or ./runs).")] = None,
+    sort: Annotated[str, typer.Option(
+        "--sort", metavar="KEY", help="started, name, status, loss (lowest first), map, nds or miou (highest first).")]
+    = "started",
+    reverse: Annotated[bool, typer.Option("--reverse", help="Reverse the order.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the runs as JSON (schema 1).")] = False,
 ) -> None:
-    """List runs: name, phase, status, epoch/iter, last loss, started, where.
+    """List runs: name, phase, status, epoch/iter, last loss, last validation mAP / NDS / mIoU, started, where.
 
     Status is derived honestly: a run whose process or container died without writing run_end shows as
-    crashed, with its exit code and last log lines.
-    """
-    from bevctl import launch
-    from bevctl import runs as runs_mod
-    from bevctl.console import print_json
-    from bevctl.render_launch import render_runs
+    crashed, with the reason and its last log lines; a run folder with a corrupt run.json is one "unreadable" row.
 
-    infos = [launch.describe_run(d) for d in runs_mod.list_run_dirs(runs_root)]
+    Examples:
+
+      bevctl runs
+
+      bevctl runs --sort map                        # best validation mAP first
+
+      bevctl runs --json | jq '.runs[] | {name, status, loss, map}'
+    """
+    from bevctl.watch.runs_table import collect, render, sort_rows
+
+    infos = sort_rows(collect(runs_root), sort, reverse)
     if json_out:
+        from bevctl.console import print_json
+
         print_json({"schema": 1, "runs": infos})
     else:
-        render_runs(infos)
+        render(infos)

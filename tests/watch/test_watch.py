@@ -319,10 +319,7 @@ def test_container_gone_without_run_end(tmp_path, monkeypatch):
 
     run = write_run(tmp_path / "r", epochs=1, end=False)
     runs.update_manifest(run, status="running", where="container", container_id="0123456789abcdef")
-    if not hasattr(runs, "run_status"):
-        pytest.skip("bevctl.runs.run_status has not landed")
-    verdict = runs.RunStatus("crashed", False, "container 0123456789ab is exited", 137) \
-        if hasattr(runs, "RunStatus") else None
+    verdict = runs.RunStatus("crashed", False, "container 0123456789ab is exited", 137)
     monkeypatch.setattr(runs, "run_status", lambda run_dir, *a, **k: verdict)
     session = Session(run)
     session.poll(force_scan=True)
