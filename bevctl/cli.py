@@ -13,7 +13,7 @@ import typer
 
 from bevctl import __version__
 from bevctl.commands import build, check_ckpt, data, doctor, runs_cmd, shell, start, stop, tb, watch
-from bevctl.entry import guarded
+from bevctl.errors import guarded
 
 EXIT_CODES = "Exit codes: 0 ok, 1 check failed, 2 usage or input error, 3 environment unusable."
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
+
+from bevctl.errors import guarded  # user errors become one line there (also for the Typer app)
+
 
 def parse_check_ckpt(args: list[str]) -> Optional[dict]:
     """check-ckpt's arguments as the command function's keyword arguments, or None to leave them to Typer."""
@@ -47,28 +50,6 @@ def parse_check_ckpt(args: list[str]) -> Optional[dict]:
         else:
             return None
     return kw
-
-
-def guarded(run: Callable[[], Optional[int]]) -> None:
-    """Run a command: user errors become one line and their exit code, never a traceback (unless --debug)."""
-    debug = bool(os.environ.get("BEVCTL_DEBUG"))
-    try:
-        code = run()
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:
-        from bevctl.errors import BevctlError
-
-        if debug and not isinstance(exc, BevctlError):
-            raise
-        from bevctl.console import error_line
-
-        if isinstance(exc, BevctlError):
-            error_line(exc.one_line())
-            sys.exit(exc.code)
-        error_line(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
-        sys.exit(1)
-    sys.exit(code or 0)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -6,6 +6,10 @@ Exit codes (documented in `bevctl --help`): 0 ok, 1 a check failed, 2 usage or i
 
 from __future__ import annotations
 
+import os
+import sys
+from typing import Callable, Optional
+
 OK = 0
 CHECK_FAILED = 1
 USAGE = 2
@@ -40,7 +44,21 @@ class EnvironmentUnusable(BevctlError):
     code = ENVIRONMENT
 
 
-class NotAvailableYet(BevctlError):
-    """A registered command whose implementation has not landed."""
+def guarded(run: Callable[[], Optional[int]]) -> None:
+    """Run a command: user errors become one line and their exit code, never a traceback (unless --debug)."""
+    debug = bool(os.environ.get("BEVCTL_DEBUG"))
+    try:
+        code = run()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if debug and not isinstance(exc, BevctlError):
+            raise
+        from bevctl.console import error_line
 
-    code = USAGE
+        if isinstance(exc, BevctlError):
+            error_line(exc.one_line())
+            sys.exit(exc.code)
+        error_line(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        sys.exit(1)
+    sys.exit(code or 0)

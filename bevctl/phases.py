@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bevctl.errors import UsageError
+from bevctl.paths import RUNS_MOUNT, WORKDIR
 
 Precision = Literal["fp32", "bf16", "fp16"]
 GcaMode = Literal["none", "shared", "task"]
@@ -173,11 +174,11 @@ class TrainerSpec(_Strict):
 class ContainerSpec(_Strict):
     image: str = "bevctl:latest"
     name: str = "bevfusion"
-    workdir: str = "/workspace/bevfusion"
+    workdir: str = WORKDIR
     shm_size: str = "16g"
     ipc_host: bool = False
     dataset_mount: str = "/data/nuscenes"
-    runs_mount: str = "/workspace/bevfusion/runs"
+    runs_mount: str = RUNS_MOUNT
     network: Optional[str] = None  # docker network mode: default bridge; "host" for multi-node NCCL; "none"
     env: dict[str, str] = Field(default_factory=dict)  # extra environment of the container (bevctl.launchers.container_env)
 
@@ -251,6 +252,19 @@ class Phase(_Strict):
         if self.resume and self.load_from:
             raise ValueError("set either resume (continue a run) or load_from (start from weights), not both")
         return self
+
+    def lr_note(self, processes: int, phase_processes: int) -> str | None:
+        """For the preflight: when the run's process count (e.g. from --gpus) changes the global batch the phase
+        was written for, which lr the trainer will use (`optim.scale_lr`); None when the batch is unchanged."""
+        batch, written = processes * self.train.batch_size, phase_processes * self.train.batch_size
+        if batch == written:
+            return None
+        o = self.optim
+        if o.scale_lr == "linear":
+            return (f"global batch {batch} (phase: {written}): lr scaled linearly to {o.effective_lr(batch):.3g} "
+                    f"(optim.lr {o.lr:g} for a batch of {o.reference_batch})")
+        return (f"global batch {batch} (phase: {written}): lr stays {o.lr:g}; set optim.scale_lr=linear to scale it "
+                f"with the batch (x{batch / written:g})")
 
 
 # --------------------------------------------------------------------------------------------- loading

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -12,14 +13,12 @@ from bevctl.errors import UsageError
 
 GLYPH = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]", "info": "[blue]•[/]"}
 STATUS_STYLE = {"running": "green", "finished": "bold green", "stopped": "yellow", "failed": "red",
-                "crashed": "bold red", "created": "dim"}
+                "crashed": "bold red", "created": "dim", runs.UNREADABLE: "bold red"}
 
 
 def render_plan(plan: Any) -> None:
     from rich.panel import Panel
     from rich.table import Table
-
-    from bevctl.launch import shell_join
 
     phase = plan.phase
     grid = Table.grid(padding=(0, 2))
@@ -46,7 +45,7 @@ def render_plan(plan: Any) -> None:
     grid.add_row("data", f"{escape(phase.data.root)} {phase.data.version}{synth}")
     grid.add_row("where", plan.where + (f" (image {phase.container.image}, container {phase.container.name})" if plan.where == "container" else ""))
     grid.add_row("run dir", str(plan.run_dir))
-    grid.add_row("command", escape(shell_join(plan.command)))
+    grid.add_row("command", escape(shlex.join(plan.command)))
     for finding in plan.findings:
         detail = escape(finding.detail) + (f"  [dim]fix: {escape(finding.fix)}[/]" if finding.fix and finding.status in ("fail", "warn") else "")
         grid.add_row(GLYPH.get(finding.status, "?") + " " + escape(finding.label), detail)
@@ -76,10 +75,12 @@ def render_runs(infos: list[dict[str, Any]]) -> None:
         elif info.get("pid"):
             where += f" pid {info['pid']}"
         style = STATUS_STYLE.get(info["status"], "")
-        table.add_row(info["name"], info.get("phase") or "-", f"[{style}]{status}[/]" if style else status,
+        table.add_row(escape(info["name"]), escape(info.get("phase") or "-"), f"[{style}]{status}[/]" if style else status,
                       epoch, it, loss, started, where)
     out().print(table)
     for info in infos:
+        if info["status"] in (runs.UNREADABLE, "failed") and info.get("reason"):
+            err().print(f"[red]{escape(info['name'])} {info['status']}[/]: {escape(info['reason'])}", soft_wrap=True)
         if info["status"] == "crashed" and info.get("last_log_lines"):
             err().print(f"[bold red]{info['name']} crashed[/]; last log lines:")
             for line in info["last_log_lines"]:
@@ -101,8 +102,6 @@ def wait_for_run(run_dir: Path, poll: float = 1.0) -> int:
     """Block until the run ends, with a progress bar on a terminal; returns its exit code."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from bevctl.launch import FINAL, describe_run
-
     console = err()
     last_line = None
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} it"),
@@ -110,7 +109,7 @@ def wait_for_run(run_dir: Path, poll: float = 1.0) -> int:
                   disable=not console.is_terminal) as progress:
         task = progress.add_task("starting", total=None)
         while True:
-            info = describe_run(run_dir)
+            info = runs.describe_run(run_dir)
             if info.get("iter") is not None and info.get("iters_per_epoch"):
                 total = info["iters_per_epoch"] * (info.get("epochs") or 1)
                 done = (info["epoch"] - 1) * info["iters_per_epoch"] + info["iter"]
@@ -120,12 +119,14 @@ def wait_for_run(run_dir: Path, poll: float = 1.0) -> int:
                 if not console.is_terminal and line != last_line:
                     console.print(line)
                     last_line = line
-            if info["status"] in FINAL:
+            if info["status"] in runs.FINAL_STATUSES:
                 break
             time.sleep(poll)
     code = info.get("exit_code") or 0
     style = "green" if info["status"] == "finished" else "red"
     console.print(f"run [bold]{info['name']}[/] [{style}]{info['status']}[/] (exit code {code})")
+    if info["status"] == "failed" and info.get("reason"):
+        console.print("  " + escape(info["reason"]), soft_wrap=True)
     if info["status"] == "crashed":
         for line in info.get("last_log_lines", []):
             console.print("  " + escape(line), soft_wrap=True)

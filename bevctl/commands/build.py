@@ -25,7 +25,7 @@ def build(
     """
     import shlex
 
-    from bevctl import container
+    from bevctl import docker
     from bevctl.console import err, print_json
     from bevctl.errors import UsageError
 
@@ -35,22 +35,22 @@ def build(
         if not sep or not key.strip():
             raise UsageError(f"--build-arg {item!r} is not KEY=VALUE", fix="write e.g. --build-arg INSTALL_MMDET3D=1")
         args[key.strip()] = value
-    root = container.project_root()
-    tag = tag or container.DEFAULT_IMAGE
+    root = docker.project_root()
+    tag = tag or docker.DEFAULT_IMAGE
 
     if dry_run:
-        argv = container.docker_build_cmd(tag, root, args, no_cache, network)
+        argv = docker.docker_build_cmd(tag, root, args, no_cache, network)
         if json_out:
             print_json({"schema": 1, "tag": tag, "command": argv, "shell": shlex.join(argv)})
         else:
             typer.echo(shlex.join(argv))
         return
 
-    cli = container.client()
+    cli = docker.client()
     try:
         with _Progress(err()) as progress:
-            result = container.build_image(tag, root, args, no_cache, network, on_event=progress.update, cli=cli)
-    except container.BuildFailed as exc:
+            result = docker.build_image(tag, root, args, no_cache, network, on_event=progress.update, cli=cli)
+    except docker.BuildFailed as exc:
         console = err()
         if exc.tail:
             console.print("[bold]last lines of the failing step:[/]")

@@ -75,12 +75,11 @@ def _container_report(phase: Optional[str], overrides: List[str], ids: List[str]
         client = connect(Context(spec, where="container", in_container=False))
     except ConnectionError as exc:
         raise EnvironmentUnusable(exc.args[0], fix=exc.args[1]) from None
-    import docker.errors
+    from bevctl import docker
 
-    try:
-        target = client.containers.get(name)
-    except docker.errors.NotFound:
-        raise EnvironmentUnusable(f"container {name!r} does not exist", fix="start it: bevctl shell (or set container.name)") from None
+    target = docker.find(name, cli=client)
+    if target is None:
+        raise EnvironmentUnusable(f"container {name!r} does not exist", fix="start it: bevctl shell (or set container.name)")
     if target.status != "running":
         raise EnvironmentUnusable(f"container {name!r} is {target.status}", fix=f"docker start {name} (or bevctl shell)")
     # `env` because exec_in takes no environment; the variable tells the inner doctor it is in the project container.
@@ -106,15 +105,10 @@ def _container_report(phase: Optional[str], overrides: List[str], ids: List[str]
 
 
 def _exec(client, target, argv: List[str]):
-    """(exit code, stdout+stderr) of a command in the container, through bevctl.container when it is there."""
-    try:
-        from bevctl import container
-    except ImportError:
-        container = None
-    if container is not None and hasattr(container, "exec_in"):
-        return container.exec_in(target, argv, cli=client)
-    result = target.exec_run(argv)
-    return int(result.exit_code), (result.output or b"").decode("utf-8", "replace")
+    """(exit code, stdout+stderr) of a command in the container."""
+    from bevctl import docker
+
+    return docker.exec_in(target, argv, cli=client)
 
 
 def _copy_phase_in(target, phase: str) -> str:

@@ -26,16 +26,16 @@ def shell(
     import os
     import shlex
 
-    from bevctl import container
+    from bevctl import docker
     from bevctl.console import err
     from bevctl.errors import UsageError
 
     argv_cmd = shlex.split(command)
     if run:
         if print_cmd:
-            typer.echo(shlex.join(container.exec_argv(f"<container of run {run}>", argv_cmd, interactive=True)))
+            typer.echo(shlex.join(docker.exec_argv(f"<container of run {run}>", argv_cmd, interactive=True)))
             return
-        found = [c for c in container.find_containers({container.LABEL_RUN: run}) if c["status"] == "running"]
+        found = [c for c in docker.find_containers({docker.LABEL_RUN: run}) if c["status"] == "running"]
         if not found:
             raise UsageError(
                 f"no running container for run {run}",
@@ -43,29 +43,29 @@ def shell(
             )
         target = found[0]["name"]
     else:
-        spec = container.run_spec(
+        spec = docker.run_spec(
             phase, ["sleep", "infinity"], extra_mounts=mount, name=name, image=image, gpus=gpus, role="shell",
             network_mode=network,
         )
         if print_cmd:
-            typer.echo(shlex.join(container.docker_run_cmd(spec)))
-            typer.echo(shlex.join(container.exec_argv(spec["name"], argv_cmd, interactive=True)))
+            typer.echo(shlex.join(docker.docker_run_cmd(spec)))
+            typer.echo(shlex.join(docker.exec_argv(spec["name"], argv_cmd, interactive=True)))
             return
-        cli = container.client()
-        container.docker_cli()  # checked before a container is started for nothing
-        if container.require_image(spec["image"], allow_stale=True, cli=cli) == "stale":
+        cli = docker.client()
+        docker.docker_cli()  # checked before a container is started for nothing
+        if docker.require_image(spec["image"], allow_stale=True, cli=cli) == "stale":
             err().print(f"[yellow]warning:[/] image {spec['image']} is stale (docker/ changed since the build); "
                         "run `bevctl build` to refresh it", soft_wrap=True)
         for note in spec.notes:
             err().print(f"note: {note}", soft_wrap=True, highlight=False)
-        _, how = container.ensure_running(spec, cli)
+        _, how = docker.ensure_running(spec, cli)
         err().print(f"{how} container {spec['name']} ({spec['image']})", highlight=False)
         target = spec["name"]
-    argv = container.exec_argv(target, argv_cmd)
-    docker = container.docker_cli()
+    argv = docker.exec_argv(target, argv_cmd)
+    docker_bin = docker.docker_cli()
     import sys
 
     sys.stdout.flush()
     sys.stderr.flush()
     # The SDK has no terminal bridge: hand this process over to the docker CLI (terminal, resize, exit code).
-    os.execv(docker, argv)
+    os.execv(docker_bin, argv)

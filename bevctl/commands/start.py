@@ -28,13 +28,13 @@ def start(
 
     Examples: bevctl start demo --yes --local --wait;  bevctl start phase4a;  bevctl start phase4a --resume auto
     """
-    from bevctl import launch
+    from bevctl import launch, preflight
     from bevctl.console import err, print_json
     from bevctl.errors import CheckFailed, UsageError
     from bevctl.render_launch import render_plan
 
     where = None if local is None else ("local" if local else "container")
-    plan = launch.plan_start(phase, set_, where=where, gpus=gpus, nnodes=nnodes, node_rank=node_rank,
+    plan = preflight.plan_start(phase, set_, where=where, gpus=gpus, nnodes=nnodes, node_rank=node_rank,
                              rdzv_endpoint=rdzv_endpoint, resume=resume, name=name)
     if json_out:
         print_json({**plan.to_json(), "started": False})

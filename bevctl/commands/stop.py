@@ -10,23 +10,25 @@ def stop(
 ) -> None:
     """Stop a run: SIGTERM, wait for the trainer's final checkpoint, report it.
 
-    The trainer finishes its step, saves latest.pth and exits; continue later with
-    `bevctl start PHASE --resume auto`.
+    The trainer finishes its step, saves latest.pth and exits; continue exactly this run later (with its own
+    recorded config) with `bevctl start PHASE --resume auto --name RUN`. The recorded pid is signalled only when it
+    is still the run's supervisor (same start time and command line); a stale pid is reported, not signalled.
     """
-    from bevctl import launch
+    from bevctl import runs
     from bevctl.console import err, print_json
     from bevctl.errors import CheckFailed
     from bevctl.render_launch import resolve_run_dir
+    from bevctl.stop import resume_hint, stop_run
 
     run_dir = resolve_run_dir(run)
-    info = launch.stop_run(run_dir, grace)
+    info = stop_run(run_dir, grace)
     if json_out:
         print_json({"schema": 1, **info})
-    if info["status"] not in launch.FINAL:
+    if info["status"] not in runs.FINAL_STATUSES:
         raise CheckFailed(f"run {info['name']} is still running after the grace period",
                           fix=f"look at {run_dir}/console.out; kill it by hand if it hangs")
     if not json_out:
         ckpt = info.get("last_checkpoint") or "none"
         err().print(f"run [bold]{info['name']}[/] {info['status']} (exit code {info.get('exit_code')}); last checkpoint: {ckpt}")
         if info.get("phase"):
-            err().print(f"  continue it:  bevctl start {info['phase']} --resume auto")
+            err().print(f"  continue it:  {resume_hint(info)}")

@@ -57,13 +57,11 @@ def connect(ctx: Context) -> Any:
                 raise ConnectionError(f"permission denied on {sock}",
                                       "sudo usermod -aG docker $USER, then log out and in (or run: newgrp docker)")
         try:
-            import docker
+            from bevctl import docker
         except ImportError:
             raise ConnectionError("the docker Python SDK is not installed", "pip install 'docker>=7.1'") from None
         try:
-            client = docker.from_env(environment=ctx.env, timeout=CLIENT_TIMEOUT)
-            client.ping()
-            return client
+            return docker.connect_env(ctx.env, CLIENT_TIMEOUT)
         except Exception as exc:
             raise ConnectionError(*_explain(exc, host)) from None
 
@@ -95,13 +93,9 @@ def image_present(ctx: Context) -> bool:
         client = connect(ctx)
     except ConnectionError:
         return False
-    import docker.errors
+    from bevctl import docker
 
-    try:
-        client.images.get(ctx.phase.container.image)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
+    return docker.find_image(ctx.phase.container.image, cli=client) is not None
 
 
 def check_daemon(ctx: Context):
@@ -150,15 +144,11 @@ def _project_files(ctx: Context) -> list[Path]:
 
 
 def _labelled_status(ctx: Context, client: Any, image: str) -> dict | None:
-    """bevctl.container's verdict (labels hold a hash of docker/ and pyproject.toml), when that module is there."""
+    """bevctl.docker's verdict (labels hold a hash of docker/ and pyproject.toml)."""
+    from bevctl import docker
+
     try:
-        from bevctl import container
-    except ImportError:
-        return None
-    if not hasattr(container, "image_info"):
-        return None
-    try:
-        return container.image_info(image, root=container.project_root(ctx.cwd), cli=client)
+        return docker.image_info(image, root=docker.project_root(ctx.cwd), cli=client)
     except Exception:  # outside a checkout (no docker/Dockerfile): fall back to timestamps
         return None
 
@@ -171,12 +161,11 @@ def check_image(ctx: Context):
     client, skipped = _client_or_skip(ctx)
     if skipped:
         return skipped
-    import docker.errors
+    from bevctl import docker
 
-    try:
-        img = client.images.get(image)
-    except docker.errors.ImageNotFound:
-        return _severity(ctx), f"image {image} is not built", f"bevctl build (or set container.image)"
+    img = docker.find_image(image, cli=client)
+    if img is None:
+        return _severity(ctx), f"image {image} is not built", "bevctl build (or set container.image)"
     created = dt.datetime.fromisoformat(img.attrs["Created"][:19]).replace(tzinfo=dt.timezone.utc)
     described = f"image {image} ({img.attrs.get('Size', 0) / 2**30:.1f} GiB, built {created:%Y-%m-%d %H:%M} UTC)"
     info = _labelled_status(ctx, client, image)

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+from bevctl.paths import WORKDIR
+
 SCHEMA = 1
 STATUSES = ("ok", "warn", "fail", "skipped")
 DEFAULT_TIMEOUT = 20.0
@@ -144,7 +146,7 @@ class Context:
             self.where = where
         else:
             self.where = phase.launch.where if phase is not None else "unknown"
-        self.auto_choice: Optional[str] = None  # what `launch.where: auto` resolves to here (see resolve_auto)
+        self.auto_choice: Optional[str] = None  # what `launch.where: auto` resolves to here (see runner.resolve_auto)
         self._memo: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -178,21 +180,6 @@ class Context:
             return f"auto->{self.auto_choice}" if self.auto_choice else "auto"
         return None if self.where == "unknown" else self.where
 
-    def resolve_auto(self, limit: float = 5.0) -> None:
-        """Decide `launch.where: auto` like the launcher: the container when its image exists, else local.
-        Bounded by `limit` so a hanging daemon leaves it undecided instead of stalling the report."""
-        if self.where != "auto" or self.phase is None:
-            return
-
-        def decide() -> None:
-            from bevctl.doctor.checks_docker import image_present
-
-            self.auto_choice = "container" if image_present(self) else "local"
-
-        thread = threading.Thread(target=decide, name="doctor:where", daemon=True)
-        thread.start()
-        thread.join(limit)
-
     @property
     def docker_needed(self) -> str:
         """"yes" when the phase runs in the container, "maybe" for auto / no phase, "no" for local or inside."""
@@ -218,7 +205,7 @@ class Context:
         return value
 
 
-PROJECT_WORKDIR = "/workspace/bevfusion"  # where the project image keeps the checkout
+PROJECT_WORKDIR = WORKDIR  # where the project image keeps the checkout
 
 
 def in_project_container(env: dict) -> bool:
@@ -306,36 +293,6 @@ def _result(check: Check, box: dict, hung: bool, limit: float, elapsed: float) -
         fix = None
     unusable = status == "fail" and check.unusable_on_fail
     return Result(check.id, check.category, status, message, fix, round(elapsed, 3), unusable)
-
-
-def run_checks(phase: Any = None, ids: Optional[Iterable[str]] = None, categories: Optional[Iterable[str]] = None, *,
-               where: Optional[str] = None, checks: Optional[list[Check]] = None, timeout: Optional[float] = None,
-               cwd: Optional[Path] = None, in_container: Optional[bool] = None, overrides: Optional[list[str]] = None) -> Report:
-    """Run the doctor's checks and return a `Report`.
-
-    phase: a `bevctl.phases.Phase`, a phase name or YAML path (loaded with `overrides`), or None (no phase: checks
-    that need one are skipped, requirements that depend on it are warnings). ids / categories: check ids,
-    categories ("docker") or globs ("data.*"); all checks when both are empty. where: override the phase's
-    `launch.where` ("local" | "container"), e.g. after the launcher resolved "auto". timeout: per-check limit in
-    seconds, replacing each check's own.
-    """
-    from bevctl.doctor import CHECKS
-
-    phase_name = None
-    if isinstance(phase, str):
-        from bevctl.phases import load_phase
-
-        phase = load_phase(phase, overrides)
-    if phase is not None:
-        phase_name = phase.name
-    ctx = Context(phase, where=where, cwd=cwd, in_container=in_container)
-    ctx.resolve_auto()
-    chosen = select(checks if checks is not None else CHECKS, ids, categories)
-    start = time.monotonic()
-    results = run_many(chosen, ctx, timeout)
-    where_label = f"container ({os.environ.get('HOSTNAME', '?')})" if ctx.in_container else "host"
-    return Report(results, phase=phase_name, where=where_label, seconds=time.monotonic() - start,
-                  launch_where=ctx.describe_where())
 
 
 def short_path(path: Any) -> str:

@@ -1,4 +1,4 @@
-"""bevctl build / bevctl shell / bevctl.container: commands rendered without a daemon, then the real thing against
+"""bevctl build / bevctl shell / bevctl.docker: commands rendered without a daemon, then the real thing against
 a Docker engine (started by tests/helpers/docker_engine.py when none answers; skipped with the reason when impossible)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bevctl import container
+from bevctl import docker as container  # the package under test, named as the tests read
+from bevctl.docker import daemon as client_module
 from bevctl.errors import CheckFailed, EnvironmentUnusable
 from tests.conftest import ROOT, run_cli
 from tests.helpers.docker_engine import (  # noqa: F401  (pytest fixtures)
@@ -159,7 +160,7 @@ def test_daemon_down_is_one_line_exit_3(command):
 
 
 def test_permission_denied_on_the_socket_says_how_to_fix():
-    error = container._connect_error(PermissionError(13, "Permission denied"))
+    error = client_module._connect_error(PermissionError(13, "Permission denied"))
     assert isinstance(error, EnvironmentUnusable) and error.code == 3
     assert "permission denied" in error.message and "docker group" in error.fix
 

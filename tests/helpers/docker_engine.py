@@ -14,7 +14,7 @@ Import the fixtures into a test module (`from tests.helpers.docker_engine import
   `python -m model.train` really runs in a container without installing anything: see `BaseImage.mounts`.
 * `bevctl_test_image` (session): the project's own docker/Dockerfile built on that base with the heavy install
   steps switched off (INSTALL_SYSTEM_PACKAGES=0, INSTALL_TRAINING_STACK=0), tagged `bevctl-test:latest`.
-  Use it with `container.run_spec(..., image=img.tag, extra_mounts=img.mounts, network_mode="none")`.
+  Use it with `bevctl.docker.run_spec(..., image=img.tag, extra_mounts=img.mounts, network_mode="none")`.
 
 Everything these fixtures do to the machine is printed on the terminal (stderr), also under pytest's capture.
 """
@@ -236,7 +236,7 @@ class BaseImage:
         return {"BEVCTL_EXTRA_MOUNTS": ";".join(f"{src}:{dst}:{mode}" for src, dst, mode in self.mounts)}
 
     def run_kwargs(self) -> dict:
-        """Keyword arguments for `bevctl.container.run_spec` in tests."""
+        """Keyword arguments for `bevctl.docker.run_spec` in tests."""
         return {"image": self.tag, "extra_mounts": list(self.mounts), "network_mode": "none"}
 
 
@@ -396,10 +396,10 @@ TEST_BUILD_ARGS = {"INSTALL_SYSTEM_PACKAGES": "0", "INSTALL_TRAINING_STACK": "0"
 @pytest.fixture(scope="session")
 def bevctl_test_image(docker_engine, docker_base):
     """docker/Dockerfile built on the local base with the heavy steps off; `.tag` and `.mounts` as `docker_base`."""
-    from bevctl import container
+    from bevctl import docker
 
     started = time.monotonic()
-    result = container.build_image(
+    result = docker.build_image(
         TEST_IMAGE,
         root=ROOT,
         build_args={"BASE_IMAGE": docker_base.tag, **TEST_BUILD_ARGS},

@@ -62,6 +62,26 @@ def test_event_models_check_what_is_written_and_keep_extras_on_read(tmp_path):
     assert [e["kind"] for e in runs.read_events(path)] == ["train", "run_end", "checkpoint_saved", "future_kind"]
 
 
+def test_final_statuses_are_defined_once():
+    import ast
+    from pathlib import Path
+
+    from tests.conftest import ROOT
+
+    assert set(runs.FINAL_STATUSES) < set(runs.STATUSES)
+    # No other module spells the list out again (the copies drifted apart before).
+    # (A literal that only backs up `getattr(runs, "FINAL_STATUSES", ...)` names the contract and is let pass.)
+    copies = []
+    for path in [*(ROOT / "bevctl").rglob("*.py"), *(ROOT / "model").rglob("*.py")]:
+        text = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                words = {e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+                if words == set(runs.FINAL_STATUSES) and 'getattr(runs, "FINAL_STATUSES"' not in text:
+                    copies.append(str(Path(path).relative_to(ROOT)))
+    assert copies == ["bevctl/runs/layout.py"], copies
+
+
 def test_run_status_trusts_process_identity_not_the_pid(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

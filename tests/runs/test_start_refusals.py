@@ -5,7 +5,8 @@ import subprocess
 import sys
 import textwrap
 
-from bevctl import launch, runs
+from bevctl import runs
+from bevctl.trainer import trainer_command
 from tests.conftest import run_cli
 
 
@@ -94,12 +95,12 @@ def test_torchrun_command_per_node():
     from bevctl.phases import load_phase
 
     phase = load_phase("phase4a", ["launch.nnodes=2", "launch.node_rank=1", "launch.rdzv_endpoint=10.0.0.1:29400"])
-    cmd = launch.trainer_command(phase, "runs/x", 8, python="python")
+    cmd = trainer_command(phase, "runs/x", 8, python="python")
     assert cmd[:3] == ["python", "-m", "torch.distributed.run"]
     assert "--nproc-per-node=8" in cmd and "--nnodes=2" in cmd and "--node-rank=1" in cmd
     assert "--rdzv-endpoint=10.0.0.1:29400" in cmd and "--standalone" not in cmd
     assert cmd[-4:] == ["-m", "model.train", "--run-dir", "runs/x"]
-    single = launch.trainer_command(load_phase("demo"), "runs/y", 1, python="python")
+    single = trainer_command(load_phase("demo"), "runs/y", 1, python="python")
     assert single == ["python", "-m", "model.train", "--run-dir", "runs/y"]
 
 
@@ -110,7 +111,7 @@ def test_supervisor_records_a_crash_and_runs_shows_it(tmp_path):
     code = subprocess.run([sys.executable, "-m", "bevctl.supervise", "--run-dir", str(run_dir), "--",
                            sys.executable, "-c", "import sys; sys.exit(3)"]).returncode
     assert code == 3
-    info = launch.describe_run(run_dir)
+    info = runs.describe_run(run_dir)
     assert (info["status"], info["exit_code"]) == ("crashed", 3)
     assert "CUDA out of memory" in info["last_log_lines"][-1]
     result = run_cli("runs", "--json", cwd=tmp_path)
@@ -125,7 +126,7 @@ def test_dead_pid_without_run_end_is_crashed(tmp_path):
     proc.wait()
     run_dir = tmp_path / "r"
     runs.write_manifest(run_dir, runs.new_manifest("r", "demo", {}, status="running", pid=proc.pid))
-    assert launch.describe_run(run_dir)["status"] == "crashed"
+    assert runs.describe_run(run_dir)["status"] == "crashed"
 
 
 def test_stop_unknown_run(tmp_path):
