@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterable
 
-from bevctl.ckpt.types import TensorInfo
+from bevctl.ckpt.types import CheckpointUnreadable, TensorInfo
 
 # dtype -> (bytes per element, exponent mask, lowest exponent bit, sign bit)
 LANES = {
@@ -82,9 +82,20 @@ def count_nonfinite(path: Path, tensors: Iterable[tuple[str, TensorInfo]]) -> di
             for key, info in plain:
                 out[key] = _count_stream(fh, info.where[1], info.where[2], info.dtype)
     if by_member:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(path) as archive, open(path, "rb") as fh:
             for member, items in by_member.items():
-                with archive.open(member) as fh:
-                    for key, info in sorted(items, key=lambda item: item[1].where[1]):
-                        out[key] = _count_stream(fh, info.where[1], info.where[2], info.dtype)
+                entry = archive.getinfo(member)
+                if entry.compress_type != zipfile.ZIP_STORED:  # not torch.save's layout: let zipfile inflate it
+                    with archive.open(member) as inflated:
+                        for key, info in items:
+                            out[key] = _count_stream(inflated, info.where[1], info.where[2], info.dtype)
+                    continue
+                # torch stores tensors uncompressed: read them in place (zipfile's reader would CRC every byte)
+                fh.seek(entry.header_offset)
+                local = fh.read(30)
+                if local[:4] != b"PK\x03\x04":
+                    raise CheckpointUnreadable(f"{path} is damaged: no local header for {member}")
+                base = entry.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+                for key, info in sorted(items, key=lambda item: item[1].where[1]):
+                    out[key] = _count_stream(fh, base + info.where[1], info.where[2], info.dtype)
     return out
