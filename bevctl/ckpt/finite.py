@@ -21,18 +21,20 @@ LANES = {
     "bfloat16": (2, 0x7F80, 0x0080, 0x8000),
     "float64": (8, 0x7FF0000000000000, 0x0010000000000000, 0x8000000000000000),
 }
-CHUNK = 4 << 20  # bytes per pass: bounded memory on multi-GB tensors
-
-
-def _candidate_table(mask: int) -> bytes:
-    return bytes(1 if (b & mask) == mask else 0 for b in range(256))
+CHUNK = 8 << 20  # bytes per pass: bounded memory on multi-GB tensors
 
 
 # A non-finite value's top byte has these exponent bits set (float32/bfloat16/float64: sign + 7 exponent bits;
-# float16: sign + 5 exponent bits + 2 mantissa bits). Real weights almost never do, so one strided slice, a
-# translate and a count (memchr speed) clear a chunk; only chunks with candidates get the exact count below.
-_CANDIDATES = {"float32": _candidate_table(0x7F), "bfloat16": _candidate_table(0x7F),
-               "float64": _candidate_table(0x7F), "float16": _candidate_table(0x7C)}
+# float16: sign + 5 exponent bits + 2 mantissa bits). Real weights almost never do, so a strided slice of the top
+# bytes and a few substring searches (memchr speed) clear a chunk; only chunks with candidates get the exact count.
+_CANDIDATES = {dtype: [bytes([b]) for b in range(256) if (b & mask) == mask]
+               for dtype, mask in (("float32", 0x7F), ("bfloat16", 0x7F), ("float64", 0x7F), ("float16", 0x7C))}
+
+
+def _may_hold_nonfinite(data: bytes, dtype: str) -> bool:
+    size = LANES[dtype][0]
+    tops = data[size - 1:: size]
+    return any(byte in tops for byte in _CANDIDATES[dtype])
 
 
 def count_bytes(data: bytes, dtype: str) -> int:
@@ -41,7 +43,7 @@ def count_bytes(data: bytes, dtype: str) -> int:
     n = len(data) // size
     if not n:
         return 0
-    if not data[size - 1: n * size: size].translate(_CANDIDATES[dtype]).count(1):
+    if not _may_hold_nonfinite(data[: n * size], dtype):
         return 0
     x = int.from_bytes(data[: n * size], "little")
 
@@ -51,10 +53,11 @@ def count_bytes(data: bytes, dtype: str) -> int:
     return (((x & lanes(exp)) + lanes(inc)) & lanes(sign)).bit_count()
 
 
-def _count_stream(fh, start: int, length: int, dtype: str) -> int:
-    fh.seek(start)
+def _count_range(fh, start: int, length: int, dtype: str) -> int:
+    """Non-finite values among the `length` bytes at `start` of the open file (or in-memory stream) `fh`."""
     size = LANES[dtype][0]
     step = CHUNK - CHUNK % size
+    fh.seek(start)
     bad = 0
     while length > 0:
         data = fh.read(min(step, length))
@@ -77,18 +80,18 @@ def count_nonfinite(path: Path, tensors: Iterable[tuple[str, TensorInfo]]) -> di
     if not by_member:
         return out
     plain = by_member.pop(None, [])
-    if plain:
-        with open(path, "rb") as fh:
-            for key, info in plain:
-                out[key] = _count_stream(fh, info.where[1], info.where[2], info.dtype)
-    if by_member:
-        with zipfile.ZipFile(path) as archive, open(path, "rb") as fh:
+    with open(path, "rb") as fh:
+        for key, info in plain:
+            out[key] = _count_range(fh, info.where[1], info.where[2], info.dtype)
+        if not by_member:
+            return out
+        with zipfile.ZipFile(path) as archive:
             for member, items in by_member.items():
                 entry = archive.getinfo(member)
                 if entry.compress_type != zipfile.ZIP_STORED:  # not torch.save's layout: let zipfile inflate it
                     with archive.open(member) as inflated:
                         for key, info in items:
-                            out[key] = _count_stream(inflated, info.where[1], info.where[2], info.dtype)
+                            out[key] = _count_range(inflated, info.where[1], info.where[2], info.dtype)
                     continue
                 # torch stores tensors uncompressed: read them in place (zipfile's reader would CRC every byte)
                 fh.seek(entry.header_offset)
@@ -97,5 +100,5 @@ def count_nonfinite(path: Path, tensors: Iterable[tuple[str, TensorInfo]]) -> di
                     raise CheckpointUnreadable(f"{path} is damaged: no local header for {member}")
                 base = entry.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
                 for key, info in sorted(items, key=lambda item: item[1].where[1]):
-                    out[key] = _count_stream(fh, base + info.where[1], info.where[2], info.dtype)
+                    out[key] = _count_range(fh, base + info.where[1], info.where[2], info.dtype)
     return out
