@@ -25,11 +25,19 @@ class RunSink:
         self.main = main
         self.events = runs.EventWriter(self.run_dir / runs.EVENTS) if main else None
         self.log = runs.TextLog(self.run_dir / runs.log_file_name(), echo=echo) if main else None
+        self.mirrors: Any = None  # TensorBoard / W&B (bevctl.observe), opened with the run's start
 
     def emit(self, kind: str, **fields: Any) -> None:
         """The one place an event is written."""
         if self.events:
-            self.events.emit(kind, **fields)
+            event = self.events.emit(kind, **fields)
+            if kind == "run_start" and self.mirrors is None:
+                from bevctl.observe import open_mirrors
+
+                config = (runs.read_manifest(self.run_dir) or {}).get("config")
+                self.mirrors = open_mirrors(self.run_dir, config, warn=self.warning)
+            if self.mirrors is not None:
+                self.mirrors.record(event)  # the same dict, so TensorBoard/W&B names match events.jsonl
 
     def val(self, epoch: int, evaluation: "Evaluation") -> None:
         """An evaluation's metrics as a `val` event and an `Epoch(val)` line.
@@ -38,6 +46,17 @@ class RunSink:
         """
         self.emit("val", epoch=epoch, **evaluation.metrics)
         self.info(runs.format_val_line(epoch, evaluation.batches, evaluation.metrics))
+        sample = evaluation.first_sample
+        if self.mirrors is not None and self.mirrors.targets and "masks_bev" in sample:
+            from bevctl.observe.images import bev_maps_image
+
+            gt = sample.get("gt_masks_bev")
+            try:
+                image = bev_maps_image(sample["masks_bev"].numpy(), gt.numpy() if gt is not None else None)
+            except (ValueError, TypeError) as exc:  # an odd sample must not end the run
+                self.warning(f"BEV map image not logged: {exc}")
+            else:
+                self.mirrors.image("val/bev_map (prediction | ground truth)", image)
 
     def info(self, message: str) -> None:
         if self.log:
@@ -62,6 +81,8 @@ class RunSink:
         self.manifest(status=status, exit_code=exit_code, ended_at=time.time())
 
     def close(self) -> None:
+        if self.mirrors is not None:
+            self.mirrors.close()
         for f in (self.events, self.log):
             if f:
                 f.close()

@@ -11,6 +11,7 @@ PALETTE = ((166, 206, 227), (251, 154, 153), (178, 223, 138), (227, 26, 28), (25
            (202, 178, 214), (106, 61, 154))
 BACKGROUND = (24, 24, 24)
 GAP = 4
+MIN_SIDE = 200
 
 
 def _colour(masks: Any, np: Any) -> Any:
@@ -21,7 +22,9 @@ def _colour(masks: Any, np: Any) -> Any:
     for c in range(masks.shape[0]):
         image[masks[c] >= 0.5] = PALETTE[c % len(PALETTE)]
     # dim -2 indexes x (forward): draw x upward, y to the left, as seen from above with the ego car facing up
-    return image[::-1, ::-1]
+    image = image[::-1, ::-1]
+    scale = max(1, MIN_SIDE // max(nx, ny))  # small maps (the demo's 50 x 50) are enlarged, cell by cell
+    return image.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else image
 
 
 def bev_maps_image(pred: Any, gt: Any | None = None, classes: Sequence[str] = ()) -> Any:

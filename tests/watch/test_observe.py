@@ -46,14 +46,14 @@ def test_tensorboard_files_read_back_with_event_accumulator(tmp_path):
     assert {"lr", "step_time", "loss/map/divider/dice", "object/map"} <= set(acc.Tags()["scalars"])
     assert [e.step for e in acc.Scalars("object/map")] == [5]  # validation at the newest global step
     image = acc.Images("val/bev_map")[0]
-    assert (image.height, image.width, image.step) == (20, 30 + 4 + 30, 5)
+    assert (image.height, image.width, image.step) == (120, 180 + 4 + 180, 5)  # enlarged 6x, cell by cell
     from PIL import Image
     import io
 
     decoded = Image.open(io.BytesIO(image.encoded_image_string))
-    assert decoded.size == (64, 20) and decoded.mode == "RGB"
+    assert decoded.size == (364, 120) and decoded.mode == "RGB"
     # forward (x) is up: the drivable first half of x is the bottom half of the picture
-    assert decoded.getpixel((5, 15)) != decoded.getpixel((5, 2))
+    assert decoded.getpixel((50, 90)) == (166, 206, 227) and decoded.getpixel((50, 30)) == (24, 24, 24)
 
 
 def test_a_failing_mirror_is_switched_off_with_one_warning():

@@ -47,3 +47,13 @@ def test_watch_a_real_demo_run(tmp_path):
     checks = {row["check"]: row for row in snap["verification"]}
     assert checks["task-specific GCA"]["status"] == "ok" and checks["losses finite"]["status"] == "ok"
     assert snap["ingest"]["garbage"] == 0
+    # the same records in TensorBoard (bevctl.observe through the trainer's sink), step = global_step
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    losses = [(e["global_step"], e["loss"]) for e in events if e["kind"] == "train"]
+    acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(s, pytest.approx(v, rel=1e-6)) for s, v in losses]
+    assert "loss/map/divider/dice" in acc.Tags()["scalars"]
