@@ -17,6 +17,7 @@ from pathlib import Path
 
 import model  # noqa: F401
 from bevctl.ckpt.manifest import manifest_from_module, to_dict
+from bevctl.ckpt.rules import GROUPS, group_of  # noqa: F401 - the one group mapping, re-exported for model.summary
 from model.bevfusion import build_model
 from model.config import GCA_MODES, MODEL_VERSION, get_config
 
