@@ -39,6 +39,16 @@ def test_watch_refuses_a_phase_that_is_not_utf8(phases):
             says=["latin1.yaml:1", "byte 0xef at offset 15 is not UTF-8"])
 
 
+def test_empty_host_part_in_extra_mounts_never_mounts_the_checkout(tmp_path):
+    hostile("start", "demo", "--container", "--yes", "--dry-run", cwd=tmp_path, env={"BEVCTL_EXTRA_MOUNTS": ":/x"},
+            says=["BEVCTL_EXTRA_MOUNTS", "empty host path"])
+
+
+def test_missing_host_path_in_extra_mounts(tmp_path):
+    hostile("start", "demo", "--container", "--yes", "--dry-run", cwd=tmp_path,
+            env={"BEVCTL_EXTRA_MOUNTS": f"{tmp_path}/absent:/weights:ro"}, says=["does not exist"])
+
+
 def _trainer(*args, cwd):
     return subprocess.run([sys.executable, "-m", "model.train", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "NO_COLOR": "1"})
@@ -69,3 +79,10 @@ def test_trainer_refuses_a_recorded_config_with_a_non_finite_lr(tmp_path):
     expect_refusal(result, 2, ["optim.lr", "finite number"], lines=None)
     assert json.loads((run_dir / "run.json").read_text())["config"] == config  # the status may say failed
 
+
+
+@pytest.mark.parametrize("name", ["a\nb", "outside"])
+def test_stop_with_a_name_that_is_no_run(tmp_path, name):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "outside").mkdir()
+    hostile("stop", name, cwd=tmp_path, says=["no run named"])
