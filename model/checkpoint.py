@@ -14,6 +14,7 @@ fsync and rename: a `kill -9` at any moment leaves the previous `latest.pth` or 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 import shutil
@@ -33,7 +34,14 @@ from bevctl.ckpt.manifest import manifest_from_state
 from bevctl.ckpt.plan import Plan, make_plan
 from bevctl.ckpt.types import CheckpointUnreadable, TensorInfo
 from bevctl.errors import UsageError
-from bevctl.runs import LATEST, checkpoint_name, compress_keys
+from bevctl.runs import (
+    LATEST,
+    checkpoint_name,
+    compress_keys,
+    forget_saved_checkpoints,
+    read_manifest,
+    record_saved_checkpoint,
+)
 
 def module_group(key: str) -> str:
     """The report group of a state-dict key (`encoders.camera.backbone`, `heads.object`, ...)."""
@@ -44,12 +52,49 @@ def module_group(key: str) -> str:
 
 
 def save_file(obj: dict, path: str | os.PathLike) -> Path:
-    """torch.save through a temp file + fsync + rename."""
+    """torch.save through a temp file + fsync + rename. A full disk, a read-only folder or a permission error
+    becomes one EnvironmentUnusable line with the fix; the previous file at `path` is left as it was."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; others (a container user) must read it
+    try:
+        with atomic_path(path) as tmp:
+            # Through a Python file: its write errors keep their errno (torch's own writer reports only
+            # "iostream error"), so the message can say what is wrong with the disk.
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; others (a container user) must read it
+    except (OSError, RuntimeError) as exc:
+        raise _save_error(exc, path) from None
     return path
+
+
+# What the disk said, in words, and how to fix it.
+_SAVE_ERRORS = {
+    errno.ENOSPC: ("no space left on the device", "free space there (df -h {dir})"),
+    errno.EDQUOT: ("disk quota exceeded", "free space within your quota (quota -s) or move run.root"),
+    errno.EFBIG: ("the file size limit was reached", "raise the limit (ulimit -f unlimited) or move run.root"),
+    errno.EROFS: ("the file system is read-only", "remount it read-write or set run.root to a writable folder"),
+    errno.EACCES: ("permission denied", "make {dir} writable for this user (ls -ld {dir})"),
+    errno.EPERM: ("operation not permitted", "make {dir} writable for this user (ls -ld {dir})"),
+}
+
+
+def _save_error(exc: BaseException, path: Path) -> Exception:
+    """The OSError behind a failed save (torch wraps it in a RuntimeError) as one line with the fix."""
+    from bevctl.errors import EnvironmentUnusable
+
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    code = getattr(cause, "errno", None)
+    if code not in _SAVE_ERRORS:
+        if isinstance(exc, OSError) or cause is not None:
+            what = (cause or exc).strerror or str(cause or exc)
+            return EnvironmentUnusable(f"cannot save checkpoint {path}: {what}",
+                                       fix=f"check the folder {path.parent} (df -h, ls -ld), then resume the run")
+        return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+    words, fix = _SAVE_ERRORS[code]
+    resume = "; the previous checkpoint is intact, continue with --resume auto"
+    return EnvironmentUnusable(f"cannot save checkpoint {path}: {words}", fix=fix.format(dir=path.parent) + resume)
 
 
 def _umask() -> int:
@@ -78,21 +123,31 @@ def save_run_checkpoint(run_dir: str | os.PathLike, state: dict, epoch: int | No
     if epoch is None:
         return save_file(state, latest)
     path = save_file(state, run_dir / checkpoint_name(epoch))
-    _publish_latest(path, latest)
+    record_saved_checkpoint(run_dir, path.name)  # before anything else: pruning deletes only what is recorded
+    try:
+        _publish_latest(path, latest)
+    except OSError as exc:
+        raise _save_error(exc, latest) from None
     prune(run_dir, max_keep)
     return path
 
 
 def prune(run_dir: Path, max_keep: int) -> list[Path]:
+    """Delete the oldest epoch files beyond `max_keep` among those this run saved (run.json `saved_checkpoints`):
+    an `epoch_*.pth` the run did not write (the user's own, one it was resumed from) is never touched."""
+    manifest = read_manifest(run_dir) or {}
+    ours = set(manifest.get("saved_checkpoints") or [])
     epochs = sorted(
         (int(p.stem.split("_", 1)[1]), p)
         for p in run_dir.glob("epoch_*.pth")
-        if p.stem.split("_", 1)[1].isdigit()
+        if p.stem.split("_", 1)[1].isdigit() and p.name in ours
     )
     removed = [p for _, p in epochs[:-max_keep]] if max_keep > 0 else []
     for p in removed:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
+    if removed:
+        forget_saved_checkpoints(run_dir, [p.name for p in removed])
     return removed
 
 
