@@ -23,7 +23,9 @@ app = typer.Typer(
     add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    rich_markup_mode="rich",
+    # Plain help text: rich markup would eat the bracketed words help relies on ("[y/N]", "[default: ...]",
+    # "[:ro]") and label every flag "<bool>". Colour stays where it earns its keep: tables, panels, errors.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -1,17 +1,17 @@
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 
 def build(
-    tag: Optional[str] = typer.Option(None, "--tag", "-t", help="Image tag [default: bevctl:latest]."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Build without the layer cache."),
-    build_arg: List[str] = typer.Option(
-        [], "--build-arg", help="KEY=VALUE build argument (repeatable), e.g. TORCH_INDEX_URL, BASE_IMAGE, INSTALL_MMDET3D=1."
-    ),
-    network: Optional[str] = typer.Option(None, "--network", help="Network for RUN steps (host, none, ...)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the equivalent docker build command and exit."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    tag: Annotated[Optional[str], typer.Option("--tag", "-t", metavar="TAG", help="Image tag [default: bevctl:latest].")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Build without the layer cache.")] = False,
+    build_arg: Annotated[List[str], typer.Option(
+        "--build-arg", metavar="KEY=VALUE",
+        help="Build argument (repeatable), e.g. TORCH_INDEX_URL, BASE_IMAGE, INSTALL_MMDET3D=1.")] = [],
+    network: Annotated[Optional[str], typer.Option("--network", metavar="MODE", help="Network for RUN steps (host, none, ...).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the equivalent docker build command and exit.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Build the training image from docker/Dockerfile.
 

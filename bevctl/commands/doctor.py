@@ -1,18 +1,18 @@
 import os
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 
 def doctor(
-    phase: Optional[str] = typer.Option(None, "--phase", "-p", help="Tune the checks to this phase (name or YAML path)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a phase value: key.path=value (repeatable)."),
-    check: List[str] = typer.Option([], "--check", "-c", help="Run only this check id, category or glob (repeatable)."),
-    in_container: bool = typer.Option(False, "--in-container", help="Run the checks inside the project container (docker exec)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON (schema 1) on stdout."),
-    list_checks: bool = typer.Option(False, "--list-checks", help="List the checks and exit."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show skipped checks, check ids and timings."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.1, help="Time limit per check in seconds."),
+    phase: Annotated[Optional[str], typer.Option("--phase", "-p", metavar="PHASE", help="Tune the checks to this phase (name or YAML path).")] = None,
+    set_: Annotated[List[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a phase value, key.path=value (repeatable).")] = [],
+    check: Annotated[List[str], typer.Option("--check", "-c", metavar="ID", help="Run only this check id, category or glob (repeatable).")] = [],
+    in_container: Annotated[bool, typer.Option("--in-container", help="Run the checks inside the project container (docker exec).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON (schema 1) on stdout.")] = False,
+    list_checks: Annotated[bool, typer.Option("--list-checks", help="List the checks and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show skipped checks, check ids and timings.")] = False,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=0.1, metavar="SECONDS", help="Time limit per check in seconds.")] = None,
 ) -> None:
     """Check the environment for a phase: Python and torch, GPUs and CUDA, launcher, docker, data, weights, disk.
 

@@ -1,18 +1,18 @@
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 
 def shell(
-    run: Optional[str] = typer.Option(None, "--run", help="Open the shell in this run's container."),
-    print_cmd: bool = typer.Option(False, "--print-cmd", help="Print the equivalent docker run (and exec) line."),
-    phase: Optional[str] = typer.Option(None, "--phase", help="Mount the dataset and runs folder of this phase."),
-    gpus: str = typer.Option("auto", "--gpus", help="GPUs for a new container: auto, all, none, N or device=0,1."),
-    image: Optional[str] = typer.Option(None, "--image", help="Image [default: the phase's, bevctl:latest]."),
-    name: Optional[str] = typer.Option(None, "--name", help="Container name [default: the phase's, bevfusion]."),
-    mount: List[str] = typer.Option([], "--mount", help="Extra bind mount HOST:CONTAINER[:ro] (repeatable)."),
-    network: Optional[str] = typer.Option(None, "--network", help="Container network (host, none, ...)."),
-    command: str = typer.Option("bash", "--command", "-c", help="Program to run instead of bash."),
+    run: Annotated[Optional[str], typer.Option("--run", metavar="RUN", help="Open the shell in this run's container.")] = None,
+    print_cmd: Annotated[bool, typer.Option("--print-cmd", help="Print the equivalent docker run (and exec) line.")] = False,
+    phase: Annotated[Optional[str], typer.Option("--phase", metavar="PHASE", help="Mount the dataset and runs folder of this phase.")] = None,
+    gpus: Annotated[str, typer.Option("--gpus", metavar="GPUS", help="GPUs for a new container: auto, all, none, N or device=0,1.")] = "auto",
+    image: Annotated[Optional[str], typer.Option("--image", metavar="IMAGE", help="Image [default: the phase's, bevctl:latest].")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Container name [default: the phase's, bevfusion].")] = None,
+    mount: Annotated[List[str], typer.Option("--mount", metavar="HOST:CONTAINER[:ro]", help="Extra bind mount (repeatable).")] = [],
+    network: Annotated[Optional[str], typer.Option("--network", metavar="MODE", help="Container network (host, none, ...).")] = None,
+    command: Annotated[str, typer.Option("--command", "-c", metavar="CMD", help="Program to run instead of bash.")] = "bash",
 ) -> None:
     """Open an interactive shell in the project container (started if needed).
 

@@ -1,12 +1,12 @@
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
 
 def stop(
-    run: str = typer.Argument(..., help="Run name (under runs/) or run directory."),
-    grace: Optional[float] = typer.Option(None, "--grace", help="Seconds to wait for the final checkpoint (default: the phase's train.grace_seconds)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    run: Annotated[str, typer.Argument(metavar="RUN", help="Run name (under runs/) or run directory.")],
+    grace: Annotated[Optional[float], typer.Option("--grace", metavar="SECONDS", help="Seconds to wait for the final checkpoint [default: the phase's train.grace_seconds + 10].")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Stop a run: SIGTERM, wait for the trainer's final checkpoint, report it.
 

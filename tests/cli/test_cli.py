@@ -41,3 +41,13 @@ def test_unknown_command_is_a_usage_error():
     result = run_cli("no-such-command")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_help_keeps_bracketed_words_and_labels_no_flag_with_its_type():
+    texts = {name: run_cli(name, "--help").stdout for name in COMMANDS}
+    assert "[y/N]" in texts["start"]  # rich markup used to eat "[y/N]" as a tag
+    assert "[default: the phase's, bevctl:latest]" in texts["shell"] and "HOST:CONTAINER[:ro]" in texts["shell"]
+    assert "KEY=VALUE" in texts["build"] and "[default: bevctl:latest]" in texts["build"]
+    for name, text in texts.items():
+        assert "<bool>" not in text, name
+
