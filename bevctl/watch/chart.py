@@ -51,7 +51,7 @@ def _fmt(value: float) -> str:
 
 
 def braille_chart(curves: Sequence[Curve], width: int, height: int, log_y: bool | None = None,
-                  x_label: str = "epoch") -> Text:
+                  x_label: str = "epoch", x_range: tuple[float, float] | None = None) -> Text:
     """A `width` x `height` cell chart (plus a y-axis label column and an x-axis line) of the curves."""
     plot_w = max(4, width - LABEL_WIDTH)
     dots_x, dots_y = plot_w * 2, max(1, height) * 4
@@ -72,6 +72,8 @@ def braille_chart(curves: Sequence[Curve], width: int, height: int, log_y: bool 
         text.append(" " * LABEL_WIDTH + "(no finite values yet)", style="dim")
         return text
     x0, x1 = min(all_x), max(all_x)
+    if x_range is not None and not by_index:  # the run's other charts span this: same x, one above the other
+        x0, x1 = min(x0, x_range[0]), max(x1, x_range[1])
     if x1 - x0 < 1e-12:
         x0, x1 = x0 - 0.5, x1 + 0.5
     lo, hi = min(ys), max(ys)
@@ -115,14 +117,20 @@ def braille_chart(curves: Sequence[Curve], width: int, height: int, log_y: bool 
             y = ty(value)
             if y is not None:
                 means.setdefault(col_of(x), []).append(y)
-        previous: int | None = None
+        previous: tuple[int, float] | None = None
         for c in sorted(means):
-            r = row_of(sum(means[c]) / len(means[c]))
+            y = sum(means[c]) / len(means[c])
+            if previous is not None:  # fill the dot columns between two points: the line reads as a line
+                pc, py = previous
+                for cc in range(pc + 1, c):
+                    dot(cc, row_of(py + (y - py) * (cc - pc) / (c - pc)), curve.style, True)
+            r = row_of(y)
             # join to the previous point so the line stays connected when it moves more than one dot
-            top, bottom = (r, r) if previous is None else (min(r, previous), max(r, previous))
-            for rr in range(top, bottom + 1):
+            prev_r = row_of(previous[1] + (y - previous[1]) * (c - 1 - previous[0]) / (c - previous[0])) \
+                if previous is not None and c - 1 > previous[0] else (row_of(previous[1]) if previous else r)
+            for rr in range(min(r, prev_r), max(r, prev_r) + 1):
                 dot(c, rr, curve.style, True)
-            previous = r
+            previous = (c, y)
     back = (lambda y: 10**y) if log else (lambda y: y)
     for row in range(height):
         label = _fmt(back(hi)) if row == 0 else _fmt(back(lo)) if row == height - 1 else ("log" if log and

@@ -93,8 +93,18 @@ def header(snap: dict[str, Any], follow_mode: str, now: float, width: int) -> Re
     return Panel(Group(*lines), title="bevctl watch", title_align="left", border_style="blue")
 
 
+def x_range(session: Session, names: list[str]) -> tuple[float, float] | None:
+    """The x span of a run's charted metrics, so its charts share one x axis."""
+    spans = []
+    for name in names:
+        xs = session.state.series(name).positions(session.state.iters_per_epoch())
+        if xs:
+            spans.append((min(xs), max(xs)))
+    return (min(a for a, _ in spans), max(b for _, b in spans)) if spans else None
+
+
 def metric_panel(session: Session, name: str, summary: dict[str, Any], width: int, height: int,
-                 view: dict[str, Any] | None = None) -> Panel:
+                 view: dict[str, Any] | None = None, span: tuple[float, float] | None = None) -> Panel:
     view = view or {}
     state = session.state
     series = state.series(name)
@@ -108,12 +118,12 @@ def metric_panel(session: Session, name: str, summary: dict[str, Any], width: in
                                 None if is_val else theirs.smoothed, points=is_val,
                                 style=OVERLAY_STYLES[i % len(OVERLAY_STYLES)], raw_style="grey30"))
     # Charts cost O(points); an idle redraw (the clock) or another panel's change reuses the last drawing.
-    key = (tuple(len(c.values) for c in curves), width, height, view.get("log_y"))
+    key = (tuple(len(c.values) for c in curves), width, height, view.get("log_y"), span)
     cached = _charts.get((id(session), name))
     if cached is not None and cached[0] == key:
         chart = cached[1]
     else:
-        chart = braille_chart(curves, width - 4, height, view.get("log_y"))
+        chart = braille_chart(curves, width - 4, height, view.get("log_y"), x_range=span)
         _charts[(id(session), name)] = (key, chart)
     last = _num(summary["last"]) if summary["last_finite"] or not series.values else str(series.values[-1])
     if is_val:
@@ -238,8 +248,10 @@ def render(sessions: list[Session], snaps: list[dict[str, Any]], console: Consol
     parts: list[RenderableType] = []
     for session, snap, panels, count in zip(sessions, snaps, fixed, counts):
         parts.append(panels[0])  # the header, then the charts, then the panels
-        for name in list(snap["metrics"])[:count]:
-            parts.append(metric_panel(session, name, snap["metrics"][name], width, chart_h, view))
+        names = list(snap["metrics"])[:count]
+        span = x_range(session, names)
+        for name in names:
+            parts.append(metric_panel(session, name, snap["metrics"][name], width, chart_h, view, span))
         parts.extend(panels[1:])
     return Group(*parts)
 

@@ -45,7 +45,9 @@ def write_plot(sessions: list, snaps: list[dict[str, Any]], out: str, view: dict
     if not panels:
         raise UsageError("no metrics to plot yet", fix="wait for the first logged step or choose --metric")
     overlays = view.get("overlays") or []
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.8 * len(panels)), squeeze=False)
+    # one x axis for all panels (epochs from the logged iteration): a curve and a validation point line up
+    shared = all(s.state.series(n).positions(s.state.iters_per_epoch()) is not None for s, _, n in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.8 * len(panels)), squeeze=False, sharex=shared)
     for ax, (session, snap, name) in zip(axes[:, 0], panels):
         is_val = snap["metrics"][name]["source"] == "val"
         runs = [session] + [o for o in overlays if name in o.state.train_names or name in o.state.val_names]

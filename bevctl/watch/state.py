@@ -191,9 +191,20 @@ class RunState:
 
     # ----------------------------------------------------------------------------------------- status
 
+    def current_end(self) -> dict[str, Any] | None:
+        """The run_end of this attempt; a resumed run's folder still holds the run_end of the attempt before it
+        until the new trainer writes its run_start."""
+        end = self.run_end
+        started = (self.manifest or {}).get("started_at")
+        if end is not None and isinstance(started, (int, float)) and isinstance(end.get("time"), (int, float)) \
+                and end["time"] < started:
+            return None
+        return end
+
     def status(self) -> str:
-        if self.run_end is not None:
-            return str(self.run_end.get("status") or "finished")
+        end = self.current_end()
+        if end is not None:
+            return str(end.get("status") or "finished")
         if self._process_alert is not None:
             return "crashed"
         manifest_status = (self.manifest or {}).get("status")
@@ -211,7 +222,7 @@ class RunState:
 
         self.manifest = runs.read_manifest(self.run_dir) or self.manifest
         manifest = self.manifest or {}
-        if self.run_end is not None or not manifest or manifest.get("status") not in LIVE:
+        if self.current_end() is not None or not manifest or manifest.get("status") not in LIVE:
             self._process_alert = None
             return
         self._process_alert = gone_alert(self.run_dir, manifest)
@@ -232,7 +243,7 @@ class RunState:
                 out.append(stalled)
         if self._process_alert is not None:
             out.append(dict(self._process_alert))
-        ended = alerts_mod.end_alert(self.run_end, status)
+        ended = alerts_mod.end_alert(self.current_end(), status)
         if ended is not None:
             out.append(ended)
         for logged in self.logged_alerts[-5:]:

@@ -153,3 +153,18 @@ def test_compare_overlays_runs_in_one_chart(tmp_path):
     out = tmp_path / "compare.png"
     assert run_cli("watch", str(a), "--compare", str(b), "--once", "--plot", str(out)).returncode == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_resumed_run_is_not_ended_by_the_run_end_of_the_attempt_before(tmp_path):
+    import os
+    import time
+
+    from bevctl.watch.session import Session
+
+    run = write_run(tmp_path / "r", epochs=1, iters=3)  # ends with run_end finished
+    runs.update_manifest(run, status="running", started_at=time.time() + 1, pid=os.getpid())  # resumed after it
+    session = Session(run)
+    session.poll(force_scan=True)
+    snap = session.snapshot()
+    assert snap["run"]["status"] == "running" and not [a for a in snap["alerts"] if a["kind"].startswith("run_")]
+    session.close()
