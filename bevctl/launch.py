@@ -57,6 +57,8 @@ def launch(plan: RunPlan, command_line: list[str]) -> dict[str, Any]:
     try:
         if plan.where == "container":
             return _launch_container(plan)
+        if plan.where == "slurm":
+            return _launch_slurm(plan)
         return _launch_local(plan, lock)
     except BaseException:
         if previous is not None:
@@ -70,14 +72,16 @@ def launch(plan: RunPlan, command_line: list[str]) -> dict[str, Any]:
 
 def _launch_local(plan: RunPlan, lock: runs.RunLock) -> dict[str, Any]:
     out = open(plan.run_dir / runs.CONSOLE, "ab")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    from bevctl import launchers
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **plan.env}
     project = _project_root()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(project), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bevctl.supervise", "--run-dir", str(plan.run_dir), "--lock-fd", str(lock.fd), "--",
          *plan.command],
         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-        cwd=os.getcwd(), pass_fds=(lock.fd,),
+        cwd=launchers.workdir(plan.phase) or os.getcwd(), pass_fds=(lock.fd,),  # a checkout runs inside itself
     )
     out.close()
     # The supervisor records its identity itself; the pid is known now, for the message and for `runs`.
@@ -90,15 +94,31 @@ def _launch_container(plan: RunPlan) -> dict[str, Any]:
     phase = plan.phase
     docker.require_image(phase.container.image)
     # Not the default `bevfusion` name: that one is the interactive container of `bevctl shell`.
-    spec = docker.run_spec(phase, plan.command, run_name=plan.name, name=f"{phase.container.name}-{plan.name}",
-                           runs_dir=plan.run_dir.parent.resolve(), network_mode=phase.container.network)
+    from bevctl import launchers
+
+    repo = launchers.workdir(phase)  # a checkout is mounted where it lives on the host, and runs there
+    mounts = [(str(repo), str(repo), "rw")] if repo is not None else []
+    if repo is not None and phase.load_from:
+        folder = str(Path(phase.load_from).resolve().parent)
+        mounts.append((folder, folder, "ro"))
+    spec = docker.run_spec(phase, plan.command, extra_mounts=mounts, env=plan.env, run_name=plan.name,
+                           name=f"{phase.container.name}-{plan.name}", runs_dir=plan.run_dir.parent.resolve(),
+                           network_mode=phase.container.network,
+                           **({"gpus": plan.docker_gpus} if plan.docker_gpus is not None else {}))
+    if repo is not None:
+        spec["working_dir"] = str(repo)
     container_id = docker.run_detached(spec)
     return runs.update_manifest(plan.run_dir, container_id=container_id, status="running", where="container")
 
 
+def _launch_slurm(plan: RunPlan) -> dict[str, Any]:
+    """Write job.sbatch and submit it; the job id goes into run.json (the run is `created` until the trainer starts)."""
+    from bevctl.launchers import slurm
+
+    script = slurm.write_script(plan.run_dir, plan.batch_script or "")
+    job_id = slurm.submit(script)
+    return runs.update_manifest(plan.run_dir, job_id=job_id, where="slurm")
+
+
 def _project_root() -> Path:
     return Path(__file__).resolve().parents[1]
-
-
-# WATCH's `bevctl runs` command reads runs through this name until it calls bevctl.runs directly.
-describe_run = runs.describe_run

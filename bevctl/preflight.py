@@ -33,7 +33,7 @@ class RunPlan:
     phase: Any  # bevctl.phases.Phase
     name: str
     run_dir: Path
-    where: str  # local | container
+    where: str  # local | container | slurm
     nproc: int
     command: list[str]
     resuming: bool
@@ -42,6 +42,9 @@ class RunPlan:
     kept_params: int = 0
     load_report: Any = None  # bevctl.ckpt's report on load_from, shared by the preflight checks
     resumed_from: str | None = None  # a checkpoint outside the runs folder this new run starts from
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # `start --env`: the container's or job's extra env
+    docker_gpus: str | int | None = None  # `start --gpus device=0,1`: the container's GPUs by id
+    batch_script: str | None = None  # where: slurm, the job.sbatch bevctl submits (bevctl.launchers.slurm)
 
     def failures(self) -> list[Finding]:
         return [f for f in self.findings if f.status == "fail"]
@@ -56,6 +59,7 @@ class RunPlan:
             "nproc_per_node": self.nproc,
             "nnodes": self.phase.launch.nnodes,
             "resuming": self.resuming,
+            "resumed_from": self.resumed_from,
             "command": self.command,
             "model": {"config": self.phase.model.config, "gca": self.phase.model.gca, "heads": self.phase.model.heads},
             "load_from": self.phase.load_from,
@@ -65,6 +69,8 @@ class RunPlan:
             "precision": self.phase.train.precision,
             "data": {"root": self.phase.data.root, "version": self.phase.data.version, "synthetic": self.phase.data.synthetic},
             "checks": [dataclasses.asdict(f) for f in self.findings],
+            "launcher": self.phase.launch.launcher,
+            **({"batch_script": self.batch_script} if self.batch_script else {}),
         }
 
 
@@ -75,24 +81,32 @@ def plan_start(
     phase_name: str,
     overrides: list[str] | None = None,
     where: str | None = None,
-    gpus: int | None = None,
+    gpus: int | str | None = None,
     nnodes: int | None = None,
     node_rank: int | None = None,
     rdzv_endpoint: str | None = None,
     resume: str | None = None,
     name: str | None = None,
     run_checks: bool = True,
+    env: list[str] | None = None,
 ) -> RunPlan:
-    """Everything `bevctl start` decides before anything starts; refusals raise with one line and a fix."""
+    """Everything `bevctl start` decides before anything starts; refusals raise with one line and a fix.
+    `gpus` is a count or, for containers, `device=0,1`/`all`; `env` holds `start --env KEY=VALUE` items."""
+    from bevctl.launchers import container_env
     from bevctl.phases import load_phase
 
+    docker_gpus = None
+    if isinstance(gpus, str):
+        gpus, docker_gpus = container_env.parse_gpus(gpus)
+    env_vars = container_env.parse_env_args(env or [])
     extra = list(overrides or [])
     for key, value in (("launch.gpus", gpus), ("launch.nnodes", nnodes), ("launch.node_rank", node_rank),
                        ("launch.rdzv_endpoint", rdzv_endpoint), ("run.name", name)):
         if value is not None:
             extra.append(f"{key}={value}")
     phase = load_phase(phase_name, extra)
-    if phase.launch.nnodes > 1 and not phase.launch.rdzv_endpoint:
+    # Under Slurm the rendezvous is the allocation's first node, known only when the job runs.
+    if phase.launch.nnodes > 1 and not phase.launch.rdzv_endpoint and (where or phase.launch.where) != "slurm":
         raise UsageError("a multi-node run needs a rendezvous endpoint", fix="pass --rdzv-endpoint HOST:PORT (the same on every node)")
 
     root = runs.runs_root(phase.run.root)
@@ -109,15 +123,26 @@ def plan_start(
 
         validate_mounts(os.environ["BEVCTL_EXTRA_MOUNTS"], taken=[phase.container.workdir, phase.container.runs_mount])
     nproc = max(1, phase.launch.gpus)
+    batch_script = None
     if chosen_where == "container":
         from bevctl import docker
 
         command = docker.train_command(phase, run_name)
+    elif chosen_where == "slurm":
+        from bevctl.launchers import slurm
+
+        command = slurm.launch_command(phase, run_dir.resolve())
+        batch_script = slurm.script(phase, run_name, run_dir, Path(__file__).resolve().parents[1],
+                                    env={**phase.container.env, **env_vars})
     else:
         command = trainer_command(phase, str(run_dir), nproc)
     plan = RunPlan(phase=phase, name=run_name, run_dir=run_dir, where=chosen_where, nproc=nproc,
-                   command=command, resuming=resuming, resumed_from=resumed_from)
+                   command=command, resuming=resuming, resumed_from=resumed_from, env=env_vars,
+                   docker_gpus=docker_gpus, batch_script=batch_script)
     if run_checks:
+        from bevctl import launchers
+
+        plan.findings += [Finding(*row) for row in launchers.findings(phase, chosen_where)]
         plan.findings += _checkpoint_findings(plan)
         plan.findings += _pretrained_findings(plan)
         plan.findings += _data_findings(plan)
@@ -232,7 +257,10 @@ def _load_report(plan: RunPlan) -> Any:
     if plan.load_report is None:
         from bevctl import ckpt
 
-        plan.load_report = ckpt.check(Path(plan.phase.load_from), phase=plan.phase)
+        from bevctl.launchers.checkout import manifest_for
+
+        # A checkout's load_from is compared with the user's key manifest when the phase names one.
+        plan.load_report = ckpt.check(Path(plan.phase.load_from), phase=plan.phase, model_config=manifest_for(plan.phase))
     return plan.load_report
 
 
@@ -263,6 +291,8 @@ def _covered_prefixes(plan: RunPlan) -> list[str]:
 
 def _data_findings(plan: RunPlan) -> list[Finding]:
     data = plan.phase.data
+    if plan.phase.trainer is not None:
+        return [Finding("info", "data", f"the checkout's config ({plan.phase.trainer.config}) names the data")]
     root = Path(data.root)
     if (root / data.version).is_dir():
         return [Finding("ok", "data", f"{data.root} ({data.version})")]
@@ -291,5 +321,8 @@ def _environment_findings(plan: RunPlan) -> list[Finding]:
 
 
 def _doctor_categories(plan: RunPlan) -> list[str]:
-    # Data and weights are checked above; inside a container the image brings python and the launcher.
+    # Data and weights are checked above; inside a container the image brings python and the launcher; a Slurm
+    # login node has no GPUs of the job's (launchers.findings checks the Slurm tools).
+    if plan.where == "slurm":
+        return ["python", "disk"]
     return ["docker", "disk"] if plan.where == "container" else ["python", "gpu", "launcher", "disk"]

@@ -1,19 +1,17 @@
-"""How start / stop / runs look on a terminal: the launch summary, the runs table, waiting with progress."""
+"""How `bevctl start` and `bevctl stop` look on a terminal: the launch summary panel, and a run named on the
+command line found (`bevctl runs` and `start --wait` render in bevctl.watch, with `bevctl watch`)."""
 
 from __future__ import annotations
 
 import shlex
-import time
 from pathlib import Path
 from typing import Any
 
 from bevctl import runs
-from bevctl.console import err, escape, out
+from bevctl.console import err, escape
 from bevctl.errors import UsageError
 
 GLYPH = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "fail": "[red]✗[/]", "info": "[blue]•[/]"}
-STATUS_STYLE = {"running": "green", "finished": "bold green", "stopped": "yellow", "failed": "red",
-                "crashed": "bold red", "created": "dim", runs.UNREADABLE: "bold red"}
 
 
 def render_plan(plan: Any) -> None:
@@ -27,8 +25,10 @@ def render_plan(plan: Any) -> None:
     grid.add_row("phase", f"{phase.name}  [dim]{escape(phase.description)}[/]")
     gca = {"none": "no GCA", "shared": "shared GCA", "task": "task-specific GCA (task_gca.object + task_gca.map)"}
     grid.add_row("model", f"{phase.model.config}, heads {'+'.join(phase.model.heads)}, {gca[phase.model.gca]}")
-    if plan.resuming:
-        grid.add_row("resume", f"{phase.resume} (latest.pth of {plan.run_dir})")
+    if plan.resumed_from:
+        grid.add_row("resume", f"{escape(plan.resumed_from)} (outside the runs folder: a new run, the file is only read)")
+    elif plan.resuming:
+        grid.add_row("resume", f"{escape(str(phase.resume))} (latest.pth of {plan.run_dir}, its recorded config)")
     elif phase.load_from:
         kept = f", {plan.kept_params:,} parameters keep their training" if plan.kept_params else ""
         grid.add_row("load_from", f"{escape(phase.load_from)}{kept}")
@@ -52,41 +52,6 @@ def render_plan(plan: Any) -> None:
     err().print(Panel(grid, title="bevctl start", border_style="cyan", expand=False))
 
 
-def render_runs(infos: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    if not infos:
-        err().print("no runs yet: start one with [bold]bevctl start demo --yes[/]")
-        return
-    table = Table(title=None, header_style="bold")
-    for column in ("run", "phase", "status", "epoch", "iter", "loss", "started", "where"):
-        table.add_column(column, justify="right" if column in ("epoch", "iter", "loss") else "left")
-    for info in infos:
-        status = info["status"]
-        if info.get("exit_code") not in (None, 0):
-            status += f" ({info['exit_code']})"
-        epoch = f"{info['epoch']}/{info['epochs']}" if info.get("epoch") is not None else "-"
-        it = f"{info['iter']}/{info['iters_per_epoch']}" if info.get("iter") is not None else "-"
-        loss = f"{info['loss']:.4f}" if isinstance(info.get("loss"), (int, float)) else "-"
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(info["started_at"])) if info.get("started_at") else "-"
-        where = info.get("where") or "-"
-        if info.get("container_id"):
-            where += f" {str(info['container_id'])[:12]}"
-        elif info.get("pid"):
-            where += f" pid {info['pid']}"
-        style = STATUS_STYLE.get(info["status"], "")
-        table.add_row(escape(info["name"]), escape(info.get("phase") or "-"), f"[{style}]{status}[/]" if style else status,
-                      epoch, it, loss, started, where)
-    out().print(table)
-    for info in infos:
-        if info["status"] in (runs.UNREADABLE, "failed") and info.get("reason"):
-            err().print(f"[red]{escape(info['name'])} {info['status']}[/]: {escape(info['reason'])}", soft_wrap=True)
-        if info["status"] == "crashed" and info.get("last_log_lines"):
-            err().print(f"[bold red]{info['name']} crashed[/]; last log lines:")
-            for line in info["last_log_lines"]:
-                err().print("  " + escape(line), soft_wrap=True)
-
-
 def resolve_run_dir(run: str, root: Path | None = None) -> Path:
     path = Path(run)
     if (path / runs.MANIFEST).exists() or (path / runs.EVENTS).exists():
@@ -96,40 +61,3 @@ def resolve_run_dir(run: str, root: Path | None = None) -> Path:
         return candidate
     known = [d.name for d in runs.list_run_dirs(root)][:5]
     raise UsageError(f"no run named {run!r}", fix=f"see bevctl runs; recent: {', '.join(known) or 'none'}")
-
-
-def wait_for_run(run_dir: Path, poll: float = 1.0) -> int:
-    """Block until the run ends, with a progress bar on a terminal; returns its exit code."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    console = err()
-    last_line = None
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} it"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as progress:
-        task = progress.add_task("starting", total=None)
-        while True:
-            info = runs.describe_run(run_dir)
-            if info.get("iter") is not None and info.get("iters_per_epoch"):
-                total = info["iters_per_epoch"] * (info.get("epochs") or 1)
-                done = (info["epoch"] - 1) * info["iters_per_epoch"] + info["iter"]
-                loss = f"loss {info['loss']:.4f}" if isinstance(info.get("loss"), (int, float)) else ""
-                progress.update(task, total=total, completed=done, description=f"epoch {info['epoch']}/{info['epochs']} {loss}")
-                line = f"epoch {info['epoch']}/{info['epochs']} iter {info['iter']}/{info['iters_per_epoch']} {loss}"
-                if not console.is_terminal and line != last_line:
-                    console.print(line)
-                    last_line = line
-            if info["status"] in runs.FINAL_STATUSES:
-                break
-            time.sleep(poll)
-    code = info.get("exit_code") or 0
-    style = "green" if info["status"] == "finished" else "red"
-    console.print(f"run [bold]{info['name']}[/] [{style}]{info['status']}[/] (exit code {code})")
-    if info["status"] == "failed" and info.get("reason"):
-        console.print("  " + escape(info["reason"]), soft_wrap=True)
-    if info["status"] == "crashed":
-        for line in info.get("last_log_lines", []):
-            console.print("  " + escape(line), soft_wrap=True)
-    if info["status"] in ("finished", "stopped"):
-        return 0
-    return int(code) or 1

@@ -1,24 +1,25 @@
 import sys
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 
 def start(
-    phase: str = typer.Argument(..., help="Shipped phase name (demo, phase3, phase4a, ...) or a phase YAML path."),
-    local: Optional[bool] = typer.Option(None, "--local/--container", help="Run on this host or in the project container (default: the phase's launch.where; auto = container when its image exists)."),
-    gpus: Optional[int] = typer.Option(None, "--gpus", min=0, help="Processes (GPUs) per node; 0 = CPU."),
-    nnodes: Optional[int] = typer.Option(None, "--nnodes", min=1, help="Number of nodes (torchrun rendezvous)."),
-    node_rank: Optional[int] = typer.Option(None, "--node-rank", min=0, help="This node's rank."),
-    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT of the rendezvous, the same on every node."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="'auto' continues the phase's run from latest.pth; or a checkpoint path."),
-    set_: List[str] = typer.Option([], "--set", help="Override a phase value: key.path=value (repeatable)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Run name (default: the phase's run.name or <phase>-<time>)."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Start without asking for confirmation."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Run the preflight and print the plan; start nothing."),
-    follow: bool = typer.Option(False, "--follow", help="Open bevctl watch on the new run."),
-    wait: bool = typer.Option(False, "--wait", help="Wait for the run to end, showing progress; exit with its exit code."),
-    json_out: bool = typer.Option(False, "--json", help="Print the plan (and the started run) as JSON."),
+    phase: Annotated[str, typer.Argument(metavar="PHASE", help="Shipped phase name (demo, phase3, phase4a, ...) or a phase YAML path.")],
+    local: Annotated[Optional[bool], typer.Option("--local/--container", help="Run on this host or in the project container [default: the phase's launch.where; auto = the container when its image exists].")] = None,
+    gpus: Annotated[Optional[str], typer.Option("--gpus", metavar="N|device=ID,..", help="Processes (GPUs) per node, 0 = CPU; or device=0,1: those GPUs (the container gets them by id).")] = None,
+    nnodes: Annotated[Optional[int], typer.Option("--nnodes", min=1, metavar="N", help="Number of nodes (torchrun rendezvous).")] = None,
+    node_rank: Annotated[Optional[int], typer.Option("--node-rank", min=0, metavar="RANK", help="This node's rank.")] = None,
+    rdzv_endpoint: Annotated[Optional[str], typer.Option("--rdzv-endpoint", metavar="HOST:PORT", help="The rendezvous, the same on every node.")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", metavar="auto|PATH", help="'auto' continues the run (--name, else the phase's newest) from its latest.pth with its recorded config; or a checkpoint or run folder (a checkpoint outside runs/ starts a new run).")] = None,
+    set_: Annotated[List[str], typer.Option("--set", metavar="KEY=VALUE", help="Override a phase value, key.path=value (repeatable).")] = [],
+    env: Annotated[List[str], typer.Option("--env", metavar="KEY=VALUE", help="Extra environment for the run's container or Slurm job, KEY=VALUE or KEY (this host's value; repeatable).")] = [],
+    name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Run name [default: the phase's run.name or <phase>-<time>].")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Start without asking for confirmation.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Run the preflight and print the plan; start nothing.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Open bevctl watch on the new run.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to end, showing progress; exit with its exit code.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the plan (and the started run) as JSON.")] = False,
 ) -> None:
     """Preflight, confirm and launch a training phase, detached.
 
@@ -26,7 +27,7 @@ def start(
     keys may be missing), pretrained files (not needed where load_from covers the module), the data and the
     environment, and refuses to overwrite an existing run. Then it shows a summary and asks [y/N].
 
-    Examples: bevctl start demo --yes --local --wait;  bevctl start phase4a;  bevctl start phase4a --resume auto
+    Examples: bevctl start demo --yes --local --wait;  bevctl start phase4a;  bevctl start phase4a --resume auto --name RUN
     """
     from bevctl import launch, preflight
     from bevctl.console import err, print_json
@@ -35,11 +36,13 @@ def start(
 
     where = None if local is None else ("local" if local else "container")
     plan = preflight.plan_start(phase, set_, where=where, gpus=gpus, nnodes=nnodes, node_rank=node_rank,
-                             rdzv_endpoint=rdzv_endpoint, resume=resume, name=name)
+                             rdzv_endpoint=rdzv_endpoint, resume=resume, name=name, env=env)
     if json_out:
         print_json({**plan.to_json(), "started": False})
     else:
         render_plan(plan)
+        if plan.batch_script:  # launch.where: slurm: the job script, as sbatch will get it
+            sys.stdout.write(plan.batch_script)
     failures = plan.failures()
     if failures:
         first = failures[0]
@@ -54,10 +57,12 @@ def start(
         if not typer.confirm("Start training?", default=False):
             raise typer.Exit(1)
     manifest = launch.launch(plan, sys.argv)
-    where_text = f"container {str(manifest.get('container_id'))[:12]}" if plan.where == "container" else f"pid {manifest.get('pid')}"
+    where_text = {"container": f"container {str(manifest.get('container_id'))[:12]}",
+                  "slurm": f"slurm job {manifest.get('job_id')}"}.get(plan.where, f"pid {manifest.get('pid')}")
     if json_out:
         print_json({"schema": 1, "started": True, "run": plan.name, "run_dir": str(plan.run_dir),
-                    "where": plan.where, "pid": manifest.get("pid"), "container_id": manifest.get("container_id")})
+                    "where": plan.where, "pid": manifest.get("pid"), "container_id": manifest.get("container_id"),
+                    "job_id": manifest.get("job_id")})
     err().print(f"[green]started[/] run [bold]{plan.name}[/] ({where_text}) in {plan.run_dir}")
     err().print(f"  watch it:  bevctl watch {plan.name}\n  stop it:   bevctl stop {plan.name}")
     if follow:
