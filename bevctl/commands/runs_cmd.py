@@ -8,8 +8,8 @@ def runs(
     runs_root: Annotated[Optional[Path], typer.Option(
         "--runs-root", metavar="DIR", help="Folder holding run directories (default: $BEVCTL_RUNS or ./runs).")] = None,
     sort: Annotated[str, typer.Option(
-        "--sort", metavar="KEY", help="started, name, status, loss (lowest first), map, nds or miou (highest first).")]
-    = "started",
+        "--sort", metavar="KEY",
+        help="started (newest first), name, status, loss (lowest first), map, nds or miou (highest first).")] = "started",
     reverse: Annotated[bool, typer.Option("--reverse", help="Reverse the order.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the runs as JSON (schema 1).")] = False,
 ) -> None:
@@ -22,7 +22,7 @@ def runs(
 
       bevctl runs
 
-      bevctl runs --sort map                        # best validation mAP first
+      bevctl runs --sort map  # best validation mAP first
 
       bevctl runs --json | jq '.runs[] | {name, status, loss, map}'
     """

@@ -6,14 +6,14 @@ import typer
 
 def tb(
     runs: Annotated[Optional[List[str]], typer.Argument(
-        metavar="[RUN]...", help="Runs to show (default: every run under the runs folder).")] = None,
-    port: Annotated[int, typer.Option("--port", help="Port TensorBoard listens on.")] = 6006,
-    host: Annotated[str, typer.Option("--host", help="Address to bind (0.0.0.0 to reach it from elsewhere).")] =
-    "127.0.0.1",
+        metavar="RUN", help="Runs to show (default: every run under the runs folder).")] = None,
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port TensorBoard listens on.")] = 6006,
+    host: Annotated[str, typer.Option(
+        "--host", metavar="HOST", help="Address to bind (0.0.0.0 to reach it from elsewhere).")] = "127.0.0.1",
     runs_root: Annotated[Optional[Path], typer.Option(
         "--runs-root", metavar="DIR", help="Folder holding run directories (default: $BEVCTL_RUNS or runs/).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the TensorBoard command instead of running it.")]
-    = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the TensorBoard command instead of running it.")] = False,
 ) -> None:
     """Start TensorBoard on the runs' event files (written by the trainer under runs/<name>/tb/).
 
@@ -23,7 +23,7 @@ def tb(
 
     Examples:
 
-      bevctl tb                                     # every run, http://127.0.0.1:6006
+      bevctl tb  # every run, http://127.0.0.1:6006
 
       bevctl tb demo-20261125-091044 phase4a_stage1 --port 6007
     """

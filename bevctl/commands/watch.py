@@ -7,9 +7,9 @@ def watch(
     runs: Annotated[Optional[List[str]], typer.Argument(
         metavar="RUN|PATH", help="Run names, run folders or log files (default: the newest run).")] = None,
     metric: Annotated[List[str], typer.Option(
-        "--metric", "-m", help="Metric name, prefix (loss/map/divider) or glob (repeatable).")] = [],  # noqa: B006
+        "--metric", "-m", metavar="METRIC", help="Metric name, prefix (loss/map/divider) or glob (repeatable).")] = [],  # noqa: B006
     smooth: Annotated[float, typer.Option(
-        "--smooth", min=0.0, max=0.999, help="EMA weight of the train curves, TensorBoard's semantics.")] = 0.6,
+        "--smooth", min=0.0, max=0.999, metavar="WEIGHT", help="EMA weight of the train curves, TensorBoard's semantics.")] = 0.6,
     once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit (1 when a check fails).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the snapshot as JSON (schema 1) and exit.")] = False,
     plot: Annotated[Optional[str], typer.Option(
@@ -34,11 +34,11 @@ def watch(
 
     Examples:
 
-      bevctl watch                                  # the newest run under runs/, live
+      bevctl watch  # the newest run under runs/, live
 
       bevctl watch phase4a_stage1_task_gca -m loss/map/divider
 
-      bevctl watch runs/x --once                    # one snapshot; exit 1 when a check fails
+      bevctl watch runs/x --once  # one snapshot; exit 1 when a check fails
 
       bevctl watch work_dirs/bevfusion/20250409_131708 --phase phase4a --json
 

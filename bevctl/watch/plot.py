@@ -82,7 +82,8 @@ def write_plot(sessions: list, snaps: list[dict[str, Any]], out: str, view: dict
         if log:
             ax.set_yscale("log")
         ax.set_title(f"{snap['run']['name']}: {name}" + ("  (log y)" if log else ""), fontsize=9, loc="left")
-        ax.set_xlabel("epoch (from the logged iteration)" if in_epochs else "logged step", fontsize=8)
+        if not shared or ax is axes[-1, 0]:
+            ax.set_xlabel("epoch (from the logged iteration)" if in_epochs else "logged step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.2)
