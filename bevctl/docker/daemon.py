@@ -45,7 +45,7 @@ def project_root(start: Optional[Path] = None) -> Path:
     for candidate in (here, *here.parents):
         if (candidate / DOCKERFILE).is_file() and (candidate / "pyproject.toml").is_file():
             return candidate
-    package_parent = Path(__file__).resolve().parents[1]
+    package_parent = Path(__file__).resolve().parents[2]  # bevctl/docker/daemon.py -> the checkout
     if (package_parent / DOCKERFILE).is_file():
         return package_parent
     raise UsageError(
