@@ -98,12 +98,15 @@ def live_run(tmp_path):
     proc.wait()
 
 
+SLOW = pytest.mark.slow  # the quick tier (make check) keeps one case of each kind
+
+
 @pytest.mark.parametrize("args", [
     ("--resume", "auto", "--name", "live"),
-    ("--resume", "auto"),  # the newest run of the phase, which is running
+    pytest.param(("--resume", "auto"), marks=SLOW),  # the newest run of the phase, which is running
     ("--name", "live"),
-    ("--resume", "runs/live/latest.pth"),
-    ("--resume", "runs/live"),
+    pytest.param(("--resume", "runs/live/latest.pth"), marks=SLOW),
+    pytest.param(("--resume", "runs/live"), marks=SLOW),
 ])
 def test_start_refuses_a_running_run_and_names_it(tmp_path, live_run, args):
     supervisor = runs.read_manifest(live_run)["supervisor"]["pid"]
@@ -154,7 +157,8 @@ def test_stop_of_a_dead_run_is_stale_and_the_hint_names_the_exact_run(tmp_path):
 # --------------------------------------------------------------------------------------------- corrupt run.json
 
 
-@pytest.mark.parametrize("content", [b"{half a manifest", b"\xff\xfe\x00", b"[]", b'{"name": "bad", "status": 7}'])
+@pytest.mark.parametrize("content", [b"{half a manifest", pytest.param(b"\xff\xfe\x00", marks=SLOW),
+                                     pytest.param(b"[]", marks=SLOW), pytest.param(b'{"name": "bad", "status": 7}', marks=SLOW)])
 def test_a_corrupt_run_json_is_one_unreadable_row_and_hides_no_other_run(tmp_path, content):
     make_run(tmp_path, "good", status="finished")
     bad = tmp_path / "runs" / "bad"
@@ -173,6 +177,7 @@ def test_a_corrupt_run_json_is_one_unreadable_row_and_hides_no_other_run(tmp_pat
 # --------------------------------------------------------------------------------------------- resume
 
 
+@pytest.mark.slow  # three preflights with the doctor's torch probe
 def test_resume_continues_with_the_runs_own_recorded_config(tmp_path):
     make_run(tmp_path, "mine", status="stopped", latest=True, config=_demo_config(epochs=3, max_keep=1))
     snap = Snapshot.take(tmp_path)
@@ -207,6 +212,7 @@ def test_resume_from_a_folder_outside_runs_starts_a_new_run_and_leaves_the_folde
     assert snap.new_paths() == [] and not (mine / "run.json").exists()
 
 
+@pytest.mark.slow  # three preflights with the doctor's torch probe
 def test_a_zero_byte_temp_from_a_kill_during_the_first_save_blocks_nothing(tmp_path):
     pid = dead_pid()
     run_dir = make_run(tmp_path, "killed", status="running", pid=pid,
@@ -230,11 +236,11 @@ def test_a_zero_byte_temp_from_a_kill_during_the_first_save_blocks_nothing(tmp_p
 
 @pytest.mark.parametrize("mounts, says", [
     (":/x", "empty host path"),
-    ("/no/such/host/path:/x", "does not exist"),
-    ("{tmp}:relative", "not absolute"),
+    pytest.param("/no/such/host/path:/x", "does not exist", marks=SLOW),
+    pytest.param("{tmp}:relative", "not absolute", marks=SLOW),
     ("{tmp}:/a;{tmp}:/a", "already mounted"),
-    ("{tmp}:/workspace/bevfusion", "already mounted"),
-    ("{tmp}", "not HOST:CONTAINER"),
+    pytest.param("{tmp}:/workspace/bevfusion", "already mounted", marks=SLOW),
+    pytest.param("{tmp}", "not HOST:CONTAINER", marks=SLOW),
 ])
 def test_extra_mounts_are_validated_before_anything_starts(tmp_path, mounts, says):
     env = {"BEVCTL_EXTRA_MOUNTS": mounts.format(tmp=tmp_path)}
@@ -243,7 +249,7 @@ def test_extra_mounts_are_validated_before_anything_starts(tmp_path, mounts, say
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("path", ["../escape.pth", "/etc/passwd/x.pth"])
+@pytest.mark.parametrize("path", ["../escape.pth", pytest.param("/etc/passwd/x.pth", marks=SLOW)])
 def test_resume_path_that_is_no_checkpoint_is_refused(tmp_path, path):
     hostile("start", "demo", "--local", "--yes", "--resume", path, cwd=tmp_path, code=2, says=["not found"])
     assert not (tmp_path / "runs").exists()
@@ -306,6 +312,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how, says", [("full", "no space left"), ("read-only", "read-only")])
 def test_a_full_or_read_only_disk_at_a_save_is_one_line(small_disk, how, says):
     pytest.importorskip("torch")
