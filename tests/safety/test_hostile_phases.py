@@ -1,5 +1,8 @@
 """Hostile phase files and `--set` values through `bevctl start`: each ends fast with exit 2 and one line naming
-the file (and line or byte offset) or the `--set` argument, with a fix; nothing is written, no file changes."""
+the file (and line or byte offset) or the `--set` argument, with a fix; nothing is written, no file changes.
+
+Each case is a real `bevctl` process (about a second here); one of each kind runs in the quick tier (`make
+check`), the rest are marked slow and run in `make test`."""
 
 import os
 import textwrap
@@ -44,12 +47,14 @@ def test_billion_laughs_is_refused_in_well_under_a_second(tmp_path):
     _start(tmp_path, path, says=[f"{path}:", "YAML aliases here expand to more than 10000 values"], within=20)
 
 
+@pytest.mark.slow
 def test_billion_laughs_in_a_set_value(tmp_path):
     value = "[" + ", ".join(f"&a{i} [" + ", ".join([f"*a{i - 1}" if i else "1"] * 10) + "]" for i in range(6)) + "]"
     _start(tmp_path, "demo", "--set", f"description={value}", says=["--set description", "expand to more than"],
            within=20)
 
 
+@pytest.mark.slow
 def test_recursive_alias(tmp_path):
     path = _phase(tmp_path, "expect_missing: &x [a, *x]\n")
     _start(tmp_path, path, says=[f"{path}:1", "alias refers to its own anchor"])
@@ -66,21 +71,25 @@ def test_duplicate_section_names_both_lines(tmp_path):
     _start(tmp_path, path, says=[f"{path}:4", "duplicate key 'train'", "first at line 1"])
 
 
+@pytest.mark.slow
 def test_duplicate_nested_key(tmp_path):
     path = _phase(tmp_path, "optim:\n  lr: 0.1\n  weight_decay: 0.0\n  lr: 0.2\n")
     _start(tmp_path, path, says=[f"{path}:4", "duplicate key 'optim.lr'", "first at line 2"])
 
 
+@pytest.mark.slow
 def test_deep_flow_nesting(tmp_path):
     path = _phase(tmp_path, "expect_missing: " + "[" * 100_000 + "]" * 100_000 + "\n")
     _start(tmp_path, path, says=[path], within=20)
 
 
+@pytest.mark.slow
 def test_nesting_over_the_depth_cap(tmp_path):
     path = _phase(tmp_path, "pretrained: " + "{a: " * 40 + "1" + "}" * 40 + "\n")
     _start(tmp_path, path, says=[f"{path}:1", "nested more than 32 levels"])
 
 
+@pytest.mark.slow
 def test_python_tag_is_not_run(tmp_path):
     marker = tmp_path / "pwned"
     path = _phase(tmp_path, f'description: !!python/object/apply:os.system ["touch {marker}"]\n')
@@ -88,16 +97,19 @@ def test_python_tag_is_not_run(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_list_as_key(tmp_path):
     path = _phase(tmp_path, "? [train, epochs]\n: 3\n")
     _start(tmp_path, path, says=[f"{path}:1", "a mapping key must be a plain name"])
 
 
+@pytest.mark.slow
 def test_top_level_list(tmp_path):
     path = _phase(tmp_path, "- train\n- model\n")
     _start(tmp_path, path, says=[path, "must be a YAML mapping"])
 
 
+@pytest.mark.slow
 def test_tab_indentation_names_the_line(tmp_path):
     path = _phase(tmp_path, "train:\n  epochs: 3\nmodel:\n\tconfig: tiny\n")
     _start(tmp_path, path, says=[f"{path}:4", "not valid YAML"])
@@ -111,16 +123,19 @@ def test_non_utf8_byte_names_offset_and_line(tmp_path):
     _start(tmp_path, path, says=[f"{path}:3", "byte 0xe9 at offset 38 is not UTF-8"])
 
 
+@pytest.mark.slow
 def test_utf16_file(tmp_path):
     path = _phase(tmp_path, "model: {config: tiny}\n".encode("utf-16"))
     _start(tmp_path, path, says=[path, "byte 0xff at offset 0 is not UTF-8"])
 
 
+@pytest.mark.slow
 def test_nul_character(tmp_path):
     path = _phase(tmp_path, b"model: {config: tiny}\ndescription: a\x00b\n")
     _start(tmp_path, path, says=[f"{path}:2", "'\\x00'", "not allowed in YAML"])
 
 
+@pytest.mark.slow
 def test_oversized_file(tmp_path):
     path = _phase(tmp_path, "# padding\n" * 30_000 + "model: {config: tiny}\n")
     _start(tmp_path, path, says=[path, "bytes (at most 262144)"])
@@ -132,11 +147,13 @@ def test_fifo_phase_file_does_not_hang(tmp_path):
     _start(tmp_path, str(path), says=[str(path), "is not a regular file"], within=20)
 
 
+@pytest.mark.slow
 def test_folder_named_like_a_phase_file(tmp_path):
     (tmp_path / "dir.yaml").mkdir()
     _start(tmp_path, str(tmp_path / "dir.yaml"), says=["is not a regular file"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_phase_file(tmp_path):
     path = _phase(tmp_path, "model: {config: tiny}\n")
@@ -147,10 +164,12 @@ def test_unreadable_phase_file(tmp_path):
         os.chmod(path, 0o644)
 
 
+@pytest.mark.slow
 def test_over_long_phase_path(tmp_path):
     _start(tmp_path, str(tmp_path / ("x" * 5000 + ".yaml")), says=["phase file"])
 
 
+@pytest.mark.slow
 def test_over_long_phase_name_is_clipped(tmp_path):
     result = _start(tmp_path, "p" * 3000, says=["unknown phase"])
     assert len(result.stderr) < 600
@@ -171,27 +190,33 @@ def test_huge_epochs_in_a_file_names_its_line(tmp_path):
     _start(tmp_path, path, says=[f"{path}:3", "train.epochs", "1e+26"])
 
 
+@pytest.mark.slow
 def test_infinite_epochs_in_a_file(tmp_path):
     path = _phase(tmp_path, "train:\n  batch_size: 2\n  epochs: .inf\n")
     _start(tmp_path, path, says=[f"{path}:3", "train.epochs"])
 
 
+@pytest.mark.slow
 def test_negative_batch_size(tmp_path):
     _start(tmp_path, "demo", "--set", "train.batch_size=-1", says=["--set train.batch_size=-1", "greater than or equal to 1"])
 
 
+@pytest.mark.slow
 def test_boolean_is_not_a_number(tmp_path):
     _start(tmp_path, "demo", "--set", "train.epochs=yes", says=["--set train.epochs=yes", "epochs must be a number"])
 
 
+@pytest.mark.slow
 def test_seed_beyond_numpy_range(tmp_path):
     _start(tmp_path, "demo", "--set", "train.seed=99999999999999999999", says=["train.seed", "4294967295"])
 
 
+@pytest.mark.slow
 def test_synthetic_scene_length_is_capped(tmp_path):
     _start(tmp_path, "demo", "--set", "data.synth.samples_per_scene=100000", says=["data.synth.samples_per_scene"])
 
 
+@pytest.mark.slow
 def test_node_rank_outside_the_nodes(tmp_path):
     _start(tmp_path, "demo", "--set", "launch.node_rank=2", says=["--set launch.node_rank=2", "not below nnodes 1"])
 
@@ -209,35 +234,43 @@ def test_empty_mapping_does_not_reset_a_section(tmp_path):
     _start(tmp_path, "phase4a", "--set", "train={}", says=["sets nothing", "merged into it, never replaces it"])
 
 
+@pytest.mark.slow
 def test_scalar_for_a_section(tmp_path):
     _start(tmp_path, "demo", "--set", "optim=0.1", says=["optim is a section", "--set optim.KEY=VALUE"])
 
 
+@pytest.mark.slow
 def test_set_without_equals(tmp_path):
     _start(tmp_path, "demo", "--set", "train.epochs", says=["is not key=value"])
 
 
+@pytest.mark.slow
 def test_set_with_an_empty_key_part(tmp_path):
     _start(tmp_path, "demo", "--set", "train..epochs=2", says=["empty key part"])
 
 
+@pytest.mark.slow
 def test_set_index_outside_a_list(tmp_path):
     _start(tmp_path, "phase4a", "--set", "expectations.7.start=1", says=["list of 5", "'7' is not an index"])
 
 
+@pytest.mark.slow
 def test_over_long_set_value_is_refused_and_clipped(tmp_path):
     result = _start(tmp_path, "demo", "--set", "description=" + "x" * 5000, says=["at most 4096 characters"])
     assert len(result.stderr) < 600
 
 
+@pytest.mark.slow
 def test_empty_data_root(tmp_path):
     _start(tmp_path, "demo", "--set", "data.root=''", says=["data.root", "at least 1 character"])
 
 
+@pytest.mark.slow
 def test_container_shm_size(tmp_path):
     _start(tmp_path, "demo", "--set", "container.shm_size=lots", says=["container.shm_size", "16g"])
 
 
+@pytest.mark.slow
 def test_relative_container_path(tmp_path):
     _start(tmp_path, "demo", "--set", "container.runs_mount=runs", says=["container.runs_mount", "absolute"])
 
@@ -245,6 +278,7 @@ def test_relative_container_path(tmp_path):
 # ------------------------------------------------------------------------------------- names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, words", [
     ("../escape", "contains '/'"),
     ("a/b", "contains '/'"),
@@ -265,6 +299,7 @@ def test_absolute_run_name(tmp_path):
     assert not target.exists()
 
 
+@pytest.mark.slow
 def test_run_name_in_a_phase_file(tmp_path):
     path = _phase(tmp_path, "run:\n  name: ../../x\n")
     _start(tmp_path, path, says=[f"{path}:2", "run.name", "contains '/'"])
