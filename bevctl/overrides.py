@@ -32,8 +32,11 @@ class Override:
     path: tuple  # the key path it set
 
     def shown(self, width: int = 80) -> str:
-        text = repr(self.item)[1:-1]
-        return text if len(text) <= width else text[: width - 3] + "..."
+        return _clip(repr(self.item)[1:-1], width)
+
+
+def _clip(text: str, width: int = 80) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -66,11 +69,11 @@ def apply_override(data: dict, item: str, model: type[BaseModel]) -> Override:
     from bevctl.yamlsafe import load_value
 
     if "=" not in item:
-        raise UsageError(f"--set {item!r} is not key=value", fix=EXAMPLE)
+        raise UsageError(f"--set {_clip(item)!r} is not key=value", fix=EXAMPLE)
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
     if not key.strip() or any(not p for p in parts):
-        raise UsageError(f"--set {item!r} has an empty key part", fix=EXAMPLE)
+        raise UsageError(f"--set {_clip(item)!r} has an empty key part", fix=EXAMPLE)
     node: Any = data
     current: Optional[type[BaseModel]] = model
     annotation: Any = None
@@ -80,8 +83,8 @@ def apply_override(data: dict, item: str, model: type[BaseModel]) -> Override:
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not name.isdigit() or int(name) >= len(node):
-                dotted = ".".join(parts[:i])
-                raise UsageError(f"--set {item!r}: {dotted} is a list of {len(node)} and {name!r} is not an index "
+                dotted = _clip(".".join(parts[:i]))
+                raise UsageError(f"--set {_clip(item)!r}: {dotted} is a list of {len(node)} and {_clip(name, 20)!r} is not an index "
                                  "in it", fix=f"give the whole list, e.g. --set {dotted}=[...]")
             part, annotation = int(name), current
         else:
@@ -101,14 +104,14 @@ def apply_override(data: dict, item: str, model: type[BaseModel]) -> Override:
             break
         child = node[part] if isinstance(node, list) else node.get(part)
         if child is None and get_origin(inner) is list:
-            dotted = ".".join(parts[: i + 1])
-            raise UsageError(f"--set {item!r}: {dotted} is a list the phase does not spell out", fix=f"give the whole list, e.g. "
+            dotted = _clip(".".join(parts[: i + 1]))
+            raise UsageError(f"--set {_clip(item)!r}: {dotted} is a list the phase does not spell out", fix=f"give the whole list, e.g. "
                              f"--set {dotted}=[...]")
         if child is None:
             child = node[part] = {}
         if not isinstance(child, (dict, list)):
-            dotted = ".".join(parts[: i + 1])
-            raise UsageError(f"--set {item!r}: {dotted} is a value, not a section", fix=f"set {dotted} itself")
+            dotted = _clip(".".join(parts[: i + 1]))
+            raise UsageError(f"--set {_clip(item)!r}: {dotted} is a value, not a section", fix=f"set {dotted} itself")
         node = child
         if isinstance(child, list):
             item_type = get_args(inner)[0] if get_args(inner) else None
@@ -123,17 +126,17 @@ def apply_override(data: dict, item: str, model: type[BaseModel]) -> Override:
         value = load_value(raw, f"--set {key}") if text else None
     override = Override(item, tuple(path))
     if _is_model(inner):
-        dotted = ".".join(parts)
+        dotted = _clip(".".join(parts))
         if isinstance(value, dict):
             if not value:
-                raise UsageError(f"--set {item!r} sets nothing: {dotted} is a section and a mapping is merged into it, "
+                raise UsageError(f"--set {_clip(item)!r} sets nothing: {dotted} is a section and a mapping is merged into it, "
                                  "never replaces it", fix=f"set its keys, e.g. --set {dotted}.KEY=VALUE")
             existing = node[part] if isinstance(node, list) else node.get(part)
             if isinstance(existing, dict):
                 _merge(existing, value)
                 return override
         elif value is not None or not _optional(annotation):
-            raise UsageError(f"--set {item!r}: {dotted} is a section, not a value",
+            raise UsageError(f"--set {_clip(item)!r}: {dotted} is a section, not a value",
                              fix=f"set one of its keys, e.g. --set {dotted}.KEY=VALUE")
     node[part] = value
     return override
