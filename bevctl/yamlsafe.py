@@ -93,10 +93,13 @@ def parse(text: str, source: str, numbered: bool = True) -> tuple[Any, dict[tupl
         raise _syntax_error(exc, text, source) from None
     except RecursionError:
         raise UsageError(f"{source}: nested too deeply", fix=f"a phase needs at most {MAX_DEPTH} levels") from None
-    except ValueError:  # Python refuses to convert integers of more than 4300 digits
-        line = next((n.start_mark.line + 1 for n in _scalars(node) if len(n.value) > 4000), 1)
-        raise UsageError(f"{_at(source, line)}: a number with thousands of digits", fix="write a number of sensible "
-                         "size") from None
+    except ValueError as exc:  # a date such as 2001-13-45; an integer of more than 4300 digits
+        long = [n.start_mark.line + 1 for n in _scalars(node) if len(n.value) > 4000]
+        if long:
+            raise UsageError(f"{_at(source, long[0])}: a number with thousands of digits",
+                             fix="write a number of sensible size") from None
+        raise UsageError(f"{source}: a value cannot be read: {' '.join(str(exc).split())[:120]}",
+                         fix="quote it to make it text, or correct it") from None
     finally:
         loader.dispose()
     return data, lines

@@ -192,6 +192,8 @@ def test_yaml_limits_in_process():
         yamlsafe.parse("a: &a {b: *a}\n", "x.yaml")
     with pytest.raises(UsageError, match=r"x.yaml:2: byte 0x80 at offset 7 is not UTF-8"):
         yamlsafe.decode(b"a: 1\nb:\x80\n", "x.yaml")
+    with pytest.raises(UsageError, match="a value cannot be read: month must be in 1..12"):
+        yamlsafe.parse("description: 2001-13-45\n", "x.yaml")
     data, lines = yamlsafe.parse("a:\n  b: [1, 2]\n", "x.yaml")
     assert data == {"a": {"b": [1, 2]}} and lines == {("a",): 1, ("a", "b"): 2, ("a", "b", 0): 2, ("a", "b", 1): 2}
 
