@@ -94,7 +94,8 @@ class _Layout:
         pieces = [re.escape(key) + ": " + (_ETA_VALUE if key == "eta" else _VALUE if sep == ", " else r"(\S*)")
                   + re.escape(sep) for key, sep in items]
         self.pattern = re.compile(head + "".join(pieces) + r"\s*")
-        self.mode = mode or "train"
+        # the hot path tests only `mode == "train"`: lines without an epoch (by-iteration runs) get their own name
+        self.mode = (mode or "train") if has_epoch or (mode or "train") != "train" else "train-by-iter"
         # mmcv's and mmengine's `time` is seconds per iteration: our `step_time` (`time` is when it was logged)
         self.keys = _STEP_KEYS + tuple("step_time" if key == "time" else key for key, _ in items)
 
@@ -165,7 +166,7 @@ class TextLogParser(Parser):
                     continue
                 layout = self._layout
                 match = layout.pattern.fullmatch(line, at + 3) if layout is not None else None
-                if match is not None and layout.mode == "train" and match.group(1) and line[19:20] == ",":  # type: ignore[union-attr]
+                if match is not None and layout.mode == "train" and line[19:20] == ",":  # type: ignore[union-attr]
                     # an mmcv train line laid out like the line before: the record in a few C-level steps
                     record = dict(zip(layout.keys, match.groups()))  # type: ignore[union-attr]
                     record["kind"] = "train"
@@ -229,7 +230,7 @@ class TextLogParser(Parser):
         epoch, total = record["epoch"], record["iters_per_epoch"]
         record["iter"] = int(record["iter"])
         record["time"] = self._clock.of_line(line)
-        if mode == "train":
+        if mode == "train" or mode == "train-by-iter":
             record["kind"] = "train"
             record["epoch"] = int(epoch) if epoch else 1
             record["iters_per_epoch"] = int(total) if total else None

@@ -168,3 +168,16 @@ def test_a_resumed_run_is_not_ended_by_the_run_end_of_the_attempt_before(tmp_pat
     snap = session.snapshot()
     assert snap["run"]["status"] == "running" and not [a for a in snap["alerts"] if a["kind"].startswith("run_")]
     session.close()
+
+
+def test_by_iteration_lines_of_mmengine_and_mmcv():
+    from bevctl.watch.textlog import TextLogParser
+
+    records = TextLogParser().feed([
+        "2025/04/09 13:17:08 - mmengine - INFO - Iter(train) [  50/10000]  base_lr: 1.0000e-03 lr: 1.0000e-03  "
+        "eta: 1:00:00  time: 0.5000  data_time: 0.0100  memory: 100  loss: 2.0000",
+        "2022-10-17 18:10:44,756 - mmdet3d - INFO - Iter [60/1000]\tlr: 2.000e-04, eta: 0:10:00, time: 1.000, loss: 3.0",
+    ])
+    assert [(r["global_step"], r["iters_per_epoch"], r["loss"], r["step_time"]) for r in records] == [
+        (50, 10000, "2.0000", "0.5000"), (60, 1000, "3.0", "1.000")]
+    assert records[0]["lr"] == "1.0000e-03" and records[0]["base_lr"] == "1.0000e-03"
