@@ -145,6 +145,10 @@ def test_lr_scale_by_global_batch_is_explicit():
     opt, schedule, _ = builders.build_optimizer(nn.Linear(2, 2), linear.model_copy(
         update={"optim": linear.optim.model_copy(update={"warmup_iters": 0, "schedule": "constant"})}), info, 10, 5)
     assert schedule.get_lr() == pytest.approx(1e-3 * 8 / 32)
+    # the preflight's note when --gpus changes the global batch
+    assert plain.lr_note(2, 2) is None
+    assert "lr stays 0.001" in plain.lr_note(8, 1) and "scale_lr=linear" in plain.lr_note(8, 1)
+    assert "scaled linearly to 0.001" in linear.lr_note(8, 1)
 
 
 # --------------------------------------------------------------------------------------------- precise BN

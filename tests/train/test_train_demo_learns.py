@@ -1,50 +1,40 @@
-"""The whole demo phase (about 5 minutes on 2 cores): the tiny BEVFusion with task GCA learns on synthetic data.
+"""The project's proof that the bundled model learns: the demo phase as shipped (tiny BEVFusion with task GCA on
+the synthetic nuScenes split) reaches detection mAP >= 0.30 (nuScenes devkit) and map mIoU >= 0.40 (mean IoU at
+the best threshold) on the synthetic val split, both rising across the demo's evaluations.
 
-Loss falls, and detection mAP and map mIoU on the synthetic val split end above those of the untrained model
-(the same seed's initial weights, evaluated by the same code). One thread makes the run reproducible.
+It is the demo itself, nothing more: a few minutes on 2 quiet cores (README: the trainer's demo figures).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
 
 from bevctl import runs
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SYNTH = ROOT / "data" / "nuscenes-synth"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.mark.slow
-def test_demo_phase_beats_the_untrained_model(tmp_path):
+def test_demo_phase_learns_detection_and_map_segmentation(tmp_path):
     run = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "model.train", "--phase", "demo", "--run-dir", str(run),
-                           "--set", f"data.root={SYNTH}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=1800)
+                           "--set", f"data.root={SYNTH}"], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "2"},
+                          capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-
-    from model.bevfusion import build_model
-    from model.config import get_config
-    from model.train import seed_all
-
-    seed_all(0)  # the trainer's seed before it builds the model: the run's initial weights
-    untrained = build_model(get_config("tiny", gca="task"))
-    torch.save({"meta": {"epoch": 0}, "state_dict": untrained.state_dict()}, tmp_path / "untrained.pth")
-    base = subprocess.run([sys.executable, "-m", "model.evaluate", "--run-dir", str(run), "--checkpoint",
-                           str(tmp_path / "untrained.pth"), "--json"], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=900)
-    assert base.returncode == 0, base.stderr[-3000:]
-    before = json.loads(base.stdout)["metrics"]
 
     events = runs.read_events(run / runs.EVENTS)
     train = [e for e in events if e["kind"] == "train"]
-    after = [e for e in events if e["kind"] == "val"][-1]
-    assert train[-1]["loss"] < 0.1 * train[0]["loss"]
-    assert after["object/map"] > before["object/map"], (before["object/map"], after["object/map"])
-    assert after["map/mean/iou@max"] > before["map/mean/iou@max"], (before["map/mean/iou@max"], after["map/mean/iou@max"])
+    val = [e for e in events if e["kind"] == "val"]
+    assert len(val) >= 2, "the demo evaluates more than once"
+    maps = [v["object/map"] for v in val]
+    ious = [v["map/mean/iou@max"] for v in val]
+    assert maps[-1] >= 0.30, maps
+    assert ious[-1] >= 0.40, ious
+    assert all(b >= a for a, b in zip(maps, maps[1:])) and maps[-1] > maps[0], maps
+    assert all(b >= a for a, b in zip(ious, ious[1:])) and ious[-1] > ious[0], ious
+    assert train[-1]["loss"] < 0.5 * train[0]["loss"]
