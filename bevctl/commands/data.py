@@ -1,6 +1,7 @@
 import errno
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -12,12 +13,12 @@ SEED_MAX = 2**32 - 1
 
 @app.command("synth")
 def synth(
-    out: Path = typer.Option(..., "--out", help="Folder to write the dataset into (absent or empty)."),
-    scenes: int = typer.Option(10, "--scenes", help="Number of scenes, 2-10 (official mini split names)."),
-    samples_per_scene: int = typer.Option(4, "--samples-per-scene", help=f"Key frames per scene (2 Hz), 1-{SAMPLES_MAX}."),
-    seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same dataset."),
-    sweeps: int = typer.Option(2, "--sweeps", help="LiDAR sweeps (20 Hz) stored before each key frame, 0-9."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    out: Annotated[Path, typer.Option("--out", metavar="FOLDER", help="Folder to write the dataset into (absent or empty).")],
+    scenes: Annotated[int, typer.Option("--scenes", metavar="N", help="Number of scenes, 2-10 (official mini split names).")] = 10,
+    samples_per_scene: Annotated[int, typer.Option("--samples-per-scene", metavar="N", help=f"Key frames per scene (2 Hz), 1-{SAMPLES_MAX}.")] = 4,
+    seed: Annotated[int, typer.Option("--seed", metavar="SEED", help="Seed: the same seed gives the same dataset.")] = 0,
+    sweeps: Annotated[int, typer.Option("--sweeps", metavar="N", help="LiDAR sweeps (20 Hz) stored before each key frame, 0-9.")] = 2,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ) -> None:
     """Generate a synthetic dataset in the real nuScenes layout (v1.0-mini tables, LiDAR, six cameras, map expansion).
 
