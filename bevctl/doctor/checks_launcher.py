@@ -51,10 +51,9 @@ def torchpack_candidates(ctx: Context) -> list[Path]:
     """Directories where a torchpack script usually lands when it is installed but not on PATH."""
     env = ctx.env
     home = Path(env.get("HOME", "~")).expanduser()
-    dirs = [Path(sys.executable).parent, home / ".local" / "bin"]
-    for var in ("CONDA_PREFIX", "VIRTUAL_ENV"):
-        if env.get(var):
-            dirs.append(Path(env[var]) / "bin")
+    # The user's active environment first: the interpreter running bevctl may be another one (pipx, a venv).
+    dirs = [Path(env[var]) / "bin" for var in ("CONDA_PREFIX", "VIRTUAL_ENV") if env.get(var)]
+    dirs += [Path(sys.executable).parent, home / ".local" / "bin"]
     for base in ("/opt/conda", str(home / "miniconda3"), str(home / "anaconda3"), "/usr/local"):
         dirs.append(Path(base) / "bin")
         dirs += [Path(p) / "bin" for p in sorted(glob.glob(f"{base}/envs/*"))]
