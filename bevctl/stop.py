@@ -42,11 +42,18 @@ def stop_run(run_dir: Path, grace: float | None = None) -> dict[str, Any]:
         docker.stop(manifest.container_id, int(grace))
         return runs.describe_run(run_dir)
     if manifest.job_id:
-        raise UsageError(f"run {info['name']} is Slurm job {manifest.job_id}", fix=f"cancel it with: scancel --signal=TERM {manifest.job_id}")
-    pid = manifest.pid
-    if not pid or manifest.host not in (None, socket.gethostname()):
-        raise UsageError(f"run {info['name']} was started on {manifest.host}", fix="run bevctl stop on that host")
-    _signal_supervisor(info["name"], manifest, signal.SIGTERM)
+        from bevctl.launchers import slurm
+
+        # SIGTERM to the job's steps (and the batch shell, where torchpack runs outside a step); a queued job is
+        # cancelled before it starts.
+        if slurm.stop(manifest.job_id, batch_too=manifest.launcher == "torchpack"):
+            runs.update_manifest(run_dir, status="stopped", exit_code=0, ended_at=time.time())
+            return runs.describe_run(run_dir)
+    else:
+        pid = manifest.pid
+        if not pid or manifest.host not in (None, socket.gethostname()):
+            raise UsageError(f"run {info['name']} was started on {manifest.host}", fix="run bevctl stop on that host")
+        _signal_supervisor(info["name"], manifest, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         info = runs.describe_run(run_dir)

@@ -16,6 +16,7 @@ from docker.types import DeviceRequest, Mount, Ulimit
 
 from bevctl.docker.daemon import LABEL_MANAGED, LABEL_PHASE, LABEL_PROJECT, LABEL_ROLE, LABEL_RUN, host_has_gpu, project_root
 from bevctl.errors import UsageError
+from bevctl.launchers import container_env
 from bevctl.trainer import trainer_command
 
 if TYPE_CHECKING:
@@ -153,6 +154,8 @@ def run_spec(
     }
     if gpu_request is not None:
         environment["NVIDIA_DRIVER_CAPABILITIES"] = "compute,utility"
+    # The host's NCCL_*/WANDB_*/TORCH_*, then the phase's container.env, then the caller's (--env).
+    environment.update(container_env.environment(phase))
     environment.update(env or {})
 
     all_labels = {LABEL_MANAGED: "1", LABEL_PROJECT: str(root), LABEL_ROLE: role}
@@ -188,6 +191,7 @@ def run_spec(
         spec["device_requests"] = [gpu_request]
     if network_mode:
         spec["network_mode"] = network_mode
+    spec.update(container_env.infiniband())  # /dev/infiniband devices + IPC_LOCK, when the host has them
     return spec
 
 
@@ -241,6 +245,10 @@ def docker_run_cmd(spec: dict) -> list[str]:
         argv += ["--ulimit", f"{limit['Name']}={limit['Soft']}:{limit['Hard']}"]
     if spec.get("network_mode"):
         argv += ["--network", spec["network_mode"]]
+    for device in spec.get("devices") or []:
+        argv += ["--device", device]
+    for cap in spec.get("cap_add") or []:
+        argv += ["--cap-add", cap]
     for key, value in (spec.get("environment") or {}).items():
         argv += ["-e", f"{key}={value}"]
     for mount in spec.get("mounts") or []:

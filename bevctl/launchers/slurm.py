@@ -114,13 +114,27 @@ def _container_prefix(phase: Any, mounts: list[str], workdir: str) -> tuple[list
     return [], []
 
 
-def script(phase: Any, run_name: str, run_dir: Path, project: Path, env: dict[str, str] | None = None) -> str:
-    """The batch script for this run (what `start --dry-run` prints and `job.sbatch` holds)."""
+def launch_command(phase: Any, run_dir: Path) -> list[str]:
+    """The command the job runs (what run.json records): the trainer per node under srun's torchrun, or
+    torchpack over the allocation's hosts (`$hosts`, set by the script)."""
     from bevctl import launchers
     from bevctl.launchers import torchpack
 
-    run_dir = run_dir.resolve()
     in_container = phase.launch.slurm.container_runtime != "none"
+    if phase.launch.launcher != "torchpack":
+        return node_command(phase, run_dir, in_container)
+    if phase.launch.slurm.container_runtime == "pyxis":
+        raise UsageError("torchpack under pyxis is not supported: pyxis containers start only through srun",
+                         fix="use launch.slurm.container_runtime=apptainer, or launch.launcher=torchrun")
+    program = launchers.program(phase, str(run_dir), "python" if in_container else sys.executable)
+    return torchpack.command(phase, program, max(1, gpus_per_node(phase)), hosts="$hosts", in_container=in_container)
+
+
+def script(phase: Any, run_name: str, run_dir: Path, project: Path, env: dict[str, str] | None = None) -> str:
+    """The batch script for this run (what `start --dry-run` prints and `job.sbatch` holds)."""
+    from bevctl import launchers
+
+    run_dir = run_dir.resolve()
     workdir = str(launchers.workdir(phase) or Path.cwd())
     lines = ["#!/bin/bash", f"# bevctl run {run_name} (phase {phase.name}); written by `bevctl start`, submitted with sbatch"]
     lines += [f"#SBATCH {option}" for option in sbatch_options(phase, run_name, run_dir)]
@@ -130,24 +144,19 @@ def script(phase: Any, run_name: str, run_dir: Path, project: Path, env: dict[st
     for key, value in sorted((env or {}).items()):
         lines.append(f"export {key}={shlex.quote(value)}")
     srun_opts, prefix = _container_prefix(phase, _mounts(phase, run_dir, project), workdir)
+    command = launch_command(phase, run_dir)
     if phase.launch.launcher == "torchpack":
-        if phase.launch.slurm.container_runtime == "pyxis":
-            raise UsageError("torchpack under pyxis is not supported: pyxis containers start only through srun",
-                             fix="use launch.slurm.container_runtime=apptainer, or launch.launcher=torchrun")
         nproc = max(1, gpus_per_node(phase))
-        python = "python" if in_container else sys.executable
-        program = launchers.program(phase, str(run_dir), python)
         lines.append(f'hosts=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/$/:{nproc}/" | paste -sd, -)')
-        cmd = [*prefix, *torchpack.command(phase, program, nproc, hosts="$hosts", in_container=in_container)]
         # mpirun runs in the batch shell, not in a step: the shell passes a stop on and waits for the save.
-        lines += [f"{_join(cmd)} &", "child=$!", "trap 'kill -TERM $child 2>/dev/null || true' TERM", "set +e",
-                  "wait $child; code=$?",
-                  "while kill -0 $child 2>/dev/null; do wait $child; code=$?; done  # a trapped TERM ends the first wait",
-                  "exit $code"]
+        lines += [f"{_join([*prefix, *command])} &", "child=$!", "trap 'kill -TERM $child 2>/dev/null || true' TERM",
+                  "set +e", "wait $child; code=$?",
+                  "while kill -0 $child 2>/dev/null; do wait $child; code=$?; done  # a trapped TERM ends the first wait"]
     else:
         lines.append('head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)')
-        srun = ["srun", "--kill-on-bad-exit=1", *srun_opts]
-        lines.append(_join([*srun, *prefix, *node_command(phase, run_dir, in_container)]))
+        lines += ["set +e", _join(["srun", "--kill-on-bad-exit=1", *srun_opts, *prefix, *command]), "code=$?"]
+    # What a trainer that died hard (or a checkout's script, which knows no run.json) could not record.
+    lines += [_join([sys.executable, "-m", "bevctl.launchers.slurm_finish", str(run_dir), "$code"]), "exit $code"]
     return "\n".join(lines) + "\n"
 
 
@@ -204,6 +213,19 @@ def _quiet(argv: list[str]) -> subprocess.CompletedProcess | None:
         return None
 
 
+def stop(job_id: str | int, batch_too: bool = False) -> bool:
+    """Stop the job: SIGTERM while it runs (`cancel`); a job still waiting in the queue is simply cancelled.
+    Returns True when it never started."""
+    if job_state(job_id) == "PENDING":
+        proc = subprocess.run([_tool("scancel"), str(job_id)], capture_output=True, text=True, timeout=_TIMEOUT)
+        if proc.returncode != 0:
+            message = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UsageError(f"scancel {job_id} failed: {message}", fix=f"check the job with squeue -j {job_id}")
+        return True
+    cancel(job_id, batch_too)
+    return False
+
+
 def cancel(job_id: str | int, batch_too: bool = False) -> None:
     """SIGTERM to the job's steps (and to the batch shell with `batch_too`); the trainer saves and exits."""
     argv = [_tool("scancel"), "--signal=TERM"]
@@ -221,3 +243,4 @@ def write_script(run_dir: Path, text: str) -> Path:
     path = run_dir / SCRIPT
     atomic_write_text(path, text)
     return path
+

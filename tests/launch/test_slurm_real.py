@@ -1,5 +1,5 @@
 """`launch.where: slurm` against a real Slurm: slurmctld + slurmd on localhost (tests/helpers/slurm_cluster.py),
-a 1-node CPU job of the demo submitted by `bevctl start`, watched with `bevctl runs`/`bevctl watch --once`, stopped
+a 1-node CPU job of the demo submitted by `bevctl start`, watched with `bevctl runs`/`bevctl watch`, stopped
 with `bevctl stop` (scancel --signal=TERM, then the final checkpoint) and resumed with `--resume auto` (a new job)."""
 
 import json
@@ -31,31 +31,29 @@ def slurm_env():
 def test_submit_watch_stop_resume(tmp_path, launch_synth, slurm_env):
     common = ["demo", "--name", "s1", "--set", "launch.where=slurm", "--set", f"data.root={launch_synth}",
               "--set", "train.epochs=1", "--set", "train.max_iters_per_epoch=6", *FAST]
-    dry = run_cli("start", *common, "--dry-run", cwd=tmp_path, env=slurm_env)
-    assert dry.returncode == 0, dry.stderr
-    assert "#SBATCH --nodes=1" in dry.stdout and "srun " in dry.stdout
-    assert not (tmp_path / "runs" / "s1").exists()  # a dry run submits nothing
-
     started = run_cli("start", *common, "--yes", "--json", cwd=tmp_path, env=slurm_env)
     assert started.returncode == 0, started.stderr
     run_dir = tmp_path / "runs" / "s1"
     manifest = json.loads((run_dir / "run.json").read_text())
     first_job = manifest["job_id"]
-    assert first_job and manifest["where"] == "slurm" and (run_dir / "job.sbatch").is_file()
+    assert first_job and manifest["where"] == "slurm"
+    script = (run_dir / "job.sbatch").read_text()  # what `start --dry-run` prints
+    srun = [line for line in script.splitlines() if line.startswith("srun ")]
+    assert "#SBATCH --nodes=1" in script and len(srun) == 1 and f"-m model.train --run-dir {run_dir}" in srun[0]
 
     wait_for_event(run_dir, "train", timeout=180)
     info, _ = wait_status(tmp_path, "s1", ("running",), env=slurm_env)
     assert info["where"] == "slurm" and info["alive"] is True
-    watched = run_cli("watch", "s1", "--once", cwd=tmp_path, env=slurm_env)
-    assert watched.returncode == 0, watched.stderr
-    assert "s1" in watched.stdout + watched.stderr
-
     stopped = run_cli("stop", "s1", "--json", cwd=tmp_path, env=slurm_env, timeout=200)
     assert stopped.returncode == 0, stopped.stderr
     report = json.loads(stopped.stdout)
     assert report["status"] == "stopped", report
     assert report["last_checkpoint"] and (run_dir / "latest.pth").is_file()
     done_before = max(e["global_step"] for e in events(run_dir) if e["kind"] == "train")
+    watched = run_cli("watch", "s1", "--json", cwd=tmp_path, env=slurm_env)
+    assert watched.returncode == 0, watched.stderr
+    snap = json.loads(watched.stdout)["runs"][0]
+    assert snap["run"]["status"] == "stopped" and snap["progress"]["global_step"] == done_before
 
     resumed = run_cli("start", *common, "--resume", "auto", "--yes", cwd=tmp_path, env=slurm_env)
     assert resumed.returncode == 0, resumed.stderr
