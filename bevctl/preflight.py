@@ -147,7 +147,23 @@ def plan_start(
         plan.findings += _pretrained_findings(plan)
         plan.findings += _data_findings(plan)
         plan.findings += _environment_findings(plan)
+        plan.findings += _lr_findings(plan, phase_name, overrides)
     return plan
+
+
+def _lr_findings(plan: RunPlan, phase_name: str, overrides: list[str] | None) -> list[Finding]:
+    """A note when --gpus/--nnodes change the global batch the phase was written for: the lr the trainer uses."""
+    from bevctl.phases import load_phase
+
+    def processes(phase: Any) -> int:
+        return max(1, phase.launch.gpus) * phase.launch.nnodes
+
+    try:
+        written = load_phase(phase_name, list(overrides or []))
+    except UsageError:
+        return []
+    note = plan.phase.lr_note(processes(plan.phase), processes(written))
+    return [Finding("info", "learning rate", note)] if note else []
 
 
 def _choose_run_dir(phase: Any, root: Path, resume: str | None) -> tuple[str, Path, bool, str | None]:

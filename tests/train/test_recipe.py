@@ -206,3 +206,20 @@ def test_heatmap_bias_init_option():
     assert torch.all(head.heatmap_head[-1].bias == -2.19)
     assert all(torch.all(ffn.heatmap[-1].bias == -2.19) for ffn in head.prediction_heads)
     assert torch.sigmoid(torch.tensor(-2.19)).item() == pytest.approx(0.1, abs=1e-3)
+
+
+def test_start_preflight_notes_the_lr_when_gpus_change_the_global_batch(tmp_path):
+    import json
+
+    from tests.conftest import run_cli
+
+    def checks(*args):
+        result = run_cli("start", "demo", "--dry-run", "--json", "--local", *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return {c["label"]: c for c in json.loads(result.stdout)["checks"]}
+
+    assert "learning rate" not in checks()
+    note = checks("--gpus", "2")["learning rate"]
+    assert note["status"] == "info" and "global batch 4 (phase: 2)" in note["detail"] and "scale_lr=linear" in note["detail"]
+    scaled = checks("--gpus", "2", "--set", "optim.scale_lr=linear", "--set", "optim.reference_batch=2")["learning rate"]
+    assert "scaled linearly to 0.01" in scaled["detail"]
