@@ -1,3 +1,4 @@
+import os
 import sys
 from typing import Annotated, List, Optional
 
@@ -20,6 +21,7 @@ def start(
     follow: Annotated[bool, typer.Option("--follow", help="Open bevctl watch on the new run.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to end, showing progress; exit with its exit code.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan (and the started run) as JSON.")] = False,
+    wandb: Annotated[bool, typer.Option("--wandb", help="Also log the run to Weights & Biases (wandb installed where it trains; WANDB_* settings apply, e.g. WANDB_MODE=offline).")] = False,
 ) -> None:
     """Preflight, confirm and launch a training phase, detached.
 
@@ -35,6 +37,9 @@ def start(
     from bevctl.render_launch import render_plan
 
     where = None if local is None else ("local" if local else "container")
+    if wandb:  # read by bevctl.observe in the trainer: a local run inherits it, a container or job gets it in its env
+        os.environ["BEVCTL_WANDB"] = "1"
+        env = [*env, "BEVCTL_WANDB=1"]
     plan = preflight.plan_start(phase, set_, where=where, gpus=gpus, nnodes=nnodes, node_rank=node_rank,
                              rdzv_endpoint=rdzv_endpoint, resume=resume, name=name, env=env)
     if json_out:
