@@ -31,11 +31,18 @@ def _trainer_available() -> bool:
 def test_watch_a_real_demo_run(tmp_path):
     pytest.importorskip("torch")
     run = tmp_path / "runs" / "demo-run"
+    env = dict(os.environ)
+    try:
+        import wandb  # noqa: F401 - optional: when installed, the W&B mirror is checked too (offline)
+        env.update(BEVCTL_WANDB="1", WANDB_MODE="offline", WANDB_SILENT="true")
+        with_wandb = True
+    except ImportError:
+        with_wandb = False
     train = subprocess.run(
         [sys.executable, "-m", "model.train", "--phase", "demo", "--set", "train.epochs=1",
          "--set", "train.max_iters_per_epoch=2", "--set", "train.log_interval=1", "--set", "train.eval_interval=0",
          "--set", f"data.root={tmp_path / 'data'}", "--run-dir", str(run)],
-        cwd=ROOT, capture_output=True, text=True, timeout=840,
+        cwd=ROOT, capture_output=True, text=True, timeout=840, env=env,
     )
     assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
     result = run_cli("watch", "--runs-root", str(tmp_path / "runs"), "--once")
@@ -57,3 +64,7 @@ def test_watch_a_real_demo_run(tmp_path):
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(s, pytest.approx(v, rel=1e-6)) for s, v in losses]
     assert "loss/map/divider/dice" in acc.Tags()["scalars"]
+    if with_wandb:  # `start --wandb` / BEVCTL_WANDB=1: the same records in an offline W&B run under the run folder
+        files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert files and b"loss/map/divider/dice" in files[0].read_bytes()
+        assert "mirror switched off" not in next(run.glob("*.log")).read_text()
