@@ -1,7 +1,13 @@
-"""`bevctl watch`: follow a run's logs (ours, mmcv's or mmengine's) and show charts and verification panels.
+"""`bevctl watch`, `bevctl runs` and `start --wait`: follow a run's logs (ours, mmcv's or mmengine's) and show
+charts, verification rows, validation and alerts. Nothing here imports torch.
 
-Layers, each importable on its own: `sources` turns log lines into records shaped like our `train`/`val`/...
-events, `follow` tails files (new lines, truncation, rotation, new files), `state` folds records into metrics,
-alerts and verification rows, `dashboard` renders them with Rich and `plot` writes a matplotlib PNG.
-Nothing here imports torch.
+Layers, lower first (none imports one above it):
+
+- `records` (what a record is, which keys are metrics), `textlog` (mmcv/mmengine text logs, one step-line
+  reader) and `sources` (structured logs, which files of a run to follow), `follow` (tailing files);
+- `series` (one metric, its smoothing and x positions), `alerts`, `checks` (verification rows), `progress`
+  (where a run is, its ETA), `liveness` (asks `bevctl.runs.run_status`), folded together by `state` and
+  followed per run by `session`;
+- `chart` (Braille), `dashboard` (Rich), `plot` (matplotlib PNG), `cli` (what the options do), `wait`
+  (`start --wait`), `runs_table` (`bevctl runs`).
 """
