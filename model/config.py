@@ -293,9 +293,9 @@ def get_config(name: str = "full", gca: str = "task", heads=HEADS) -> ModelConfi
         path = Path(name)
         if not path.is_file():
             raise ValueError(f"model config must be one of {sorted(BUILTIN)} or a YAML file, got {name!r}")
-        import yaml
+        from bevctl.yamlsafe import load_file  # size, UTF-8, alias-expansion and duplicate-key limits (issue 15)
 
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_file(path, what="model config")[0] or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a model config YAML is a mapping")
         base = data.pop("base", "full")

@@ -86,3 +86,19 @@ def test_stop_with_a_name_that_is_no_run(tmp_path, name):
     (tmp_path / "runs").mkdir()
     (tmp_path / "outside").mkdir()
     hostile("stop", name, cwd=tmp_path, says=["no run named"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("body, says", [
+    ("base: tiny\nbase: full\n", ["model.yaml:2", "duplicate key 'base'", "first at line 1"]),
+    (LOL.replace("description:", "object_classes:"), ["model.yaml:", "expand to more than"]),
+])
+def test_trainer_refuses_a_hostile_model_config_yaml(tmp_path, body, says):
+    """`model.config` may name a model-config YAML: it is read with the same limits as a phase file."""
+    pytest.importorskip("torch")
+    (tmp_path / "model.yaml").write_text(body)
+    snap = Snapshot.take(tmp_path)
+    result = _trainer("--phase", "demo", "--set", f"model.config={tmp_path / 'model.yaml'}", "--set",
+                      f"data.root={tmp_path / 'data'}", "--run-dir", str(tmp_path / "run"), cwd=ROOT)
+    expect_refusal(result, 2, says, lines=None)
+    snap.assert_unchanged()
