@@ -78,7 +78,8 @@ def _launch_local(plan: RunPlan, lock: runs.RunLock) -> dict[str, Any]:
     project = _project_root()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(project), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bevctl.supervise", "--run-dir", str(plan.run_dir), "--lock-fd", str(lock.fd), "--",
+        [sys.executable, "-m", "bevctl.supervise", "--run-dir", str(plan.run_dir.resolve()),  # cwd may be a checkout
+         "--lock-fd", str(lock.fd), "--",
          *plan.command],
         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
         cwd=launchers.workdir(plan.phase) or os.getcwd(), pass_fds=(lock.fd,),  # a checkout runs inside itself

@@ -116,7 +116,8 @@ def checkout(tmp_path_factory):
 def _args(repo, weights, manifest, name):
     return ["demo", "--local", "--name", name, "--set", f"trainer.repo={repo}", "--set", "trainer.script=tools/train.py",
             "--set", "trainer.config=configs/toy.py", "--set", f"trainer.manifest={manifest}",
-            "--set", f"load_from={weights}", "--set", "expect_missing=[]"]
+            "--set", f"load_from={weights}", "--set", "expect_missing=[]",
+            "--set", "model.gca=none"]  # the phase describes the checkout's model: watch checks no GCA line
 
 
 def test_checkout_trains_and_watch_follows_its_mmengine_log(tmp_path, checkout):
@@ -139,6 +140,8 @@ def test_checkout_trains_and_watch_follows_its_mmengine_log(tmp_path, checkout):
     snap = json.loads(watched.stdout)["runs"][0]
     assert snap["run"]["status"] == "finished"
     assert snap["progress"]["global_step"] == 8 and snap["metrics"]["loss"]["count"] == 8
+    checks = {c["check"]: c for c in snap["verification"]}
+    assert checks["checkpoint loaded"]["status"] == "ok" and "pretrained.pth" in checks["checkpoint loaded"]["detail"]
 
 
 def test_preflight_checks_load_from_against_the_users_manifest(tmp_path, checkout):
@@ -147,13 +150,16 @@ def test_preflight_checks_load_from_against_the_users_manifest(tmp_path, checkou
     data = json.loads(manifest.read_text())
     data["keys"][0]["shape"] = [16, 4]  # the user's model changed: the checkpoint no longer fits
     wider.write_text(json.dumps(data))
-    result = run_cli("start", *_args(repo, weights, wider, "co2"), "--dry-run", cwd=tmp_path)
+    result = run_cli("start", *_args(repo, weights, wider, "co2"), "--dry-run", "--json", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
-    assert "load_from" in result.stderr and "encoder.weight" in result.stderr
+    assert "preflight failed: load_from" in result.stderr and "1 shape mismatch" in result.stderr
+    checks = {c["label"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["load_from"]["status"] == "fail" and checks["trainer"]["status"] == "ok"
     ok = run_cli("start", *_args(repo, weights, manifest, "co3"), "--dry-run", "--json", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     checks = {c["label"]: c for c in json.loads(ok.stdout)["checks"]}
     assert checks["load_from"]["status"] == "ok"
     missing = run_cli("start", "demo", "--dry-run", "--set", f"trainer.repo={tmp_path}/nope",
                       "--set", "trainer.config=configs/toy.py", cwd=tmp_path)
-    assert missing.returncode == 2 and "trainer.repo" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "preflight failed: trainer.repo" in missing.stderr and "is not a folder" in missing.stderr
