@@ -144,6 +144,15 @@ def make_plan(
     return plan
 
 
+def model_keys(keys: Iterable[str]) -> list[str]:
+    """Checkpoint keys (already unwrapped) as the model will see them: mmdet3d 1.x names mapped when most keys carry
+    them, as `make_plan` does (for callers that only need names, such as doctor's pretrained check)."""
+    keys = list(keys)
+    if not rules.looks_like_mmdet3d(keys):
+        return keys
+    return list(rules.apply_remap(keys, rules.mmdet3d_rules()).values())
+
+
 def box_convention_of(meta: Mapping[str, Any], naming: str) -> tuple[str, str]:
     """The checkpoint's box encoding: its metadata's `box_convention`, else bevctl's own files (which carry a
     `bevctl_version`) and mmdet3d-named ones use mmdet3d 1.x's; other original-named ones use mit-han-lab's."""

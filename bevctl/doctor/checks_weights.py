@@ -31,6 +31,8 @@ def inspect_checkpoint(path: Path) -> str:
         raise NotACheckpoint(f"{short_path(path)} not found{dangling}", "")
     if path.is_dir():
         raise NotACheckpoint(f"{short_path(path)} is a directory, not a checkpoint file", "point at the .pth file")
+    if not path.is_file():  # a FIFO or a device: opening it could block for ever
+        raise NotACheckpoint(f"{short_path(path)} is not a regular file", "point at the .pth file")
     size = path.stat().st_size
     if size == 0:
         raise NotACheckpoint(f"{short_path(path)} is empty (0 bytes)", "download or copy it again")
@@ -72,8 +74,9 @@ def tensor_names(path: Path) -> set[str] | None:
         return None
     try:
         from bevctl.ckpt.checkpoint import open_checkpoint
+        from bevctl.ckpt.plan import model_keys
 
-        return set(open_checkpoint(path).tensors)
+        return set(model_keys(open_checkpoint(path).tensors))  # mmdet3d 1.x names as the trainer maps them
     except Exception:  # an odd pickle only loses the confirmation, never the check
         return None
 

@@ -171,3 +171,19 @@ def test_deeply_nested_pickle(tmp_path):
     data = b"\x80\x02" + b"]" * 200_000 + b"."  # 200k lists on the stack, never closed: not a checkpoint
     (tmp_path / "deep.pth").write_bytes(data)
     check(tmp_path / "deep.pth", tmp_path, ["deep.pth", "not a checkpoint"])
+
+
+def test_fifo_as_load_from_ends_doctor_and_start_at_once(tmp_path):
+    import time
+
+    from tests.conftest import run_cli
+
+    fifo = tmp_path / "weights.pth"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    doctor = run_cli("doctor", "--phase", "demo-phase4a", "--set", f"load_from={fifo}", cwd=tmp_path, timeout=60)
+    assert doctor.returncode == 1 and "weights.pth is not a regular file" in doctor.stdout + doctor.stderr
+    start = run_cli("start", "demo-phase4a", "--set", f"load_from={fifo}", "--yes", "--local", cwd=tmp_path, timeout=60)
+    assert start.returncode == 1 and "Traceback" not in start.stdout + start.stderr
+    assert "load_from" in start.stderr.strip().splitlines()[-1]
+    assert time.monotonic() - started < 60
