@@ -12,6 +12,7 @@ def shell(
     name: Annotated[Optional[str], typer.Option("--name", metavar="NAME", help="Container name [default: the phase's, bevfusion].")] = None,
     mount: Annotated[List[str], typer.Option("--mount", metavar="HOST:CONTAINER[:ro]", help="Extra bind mount (repeatable).")] = [],
     network: Annotated[Optional[str], typer.Option("--network", metavar="MODE", help="Container network (host, none, ...).")] = None,
+    env: Annotated[List[str], typer.Option("--env", metavar="KEY=VALUE", help="Extra environment for a new container, KEY=VALUE or KEY (this host's value; repeatable); NCCL_*, WANDB_*, TORCH_* pass through by default.")] = [],
     command: Annotated[str, typer.Option("--command", "-c", metavar="CMD", help="Program to run instead of bash.")] = "bash",
 ) -> None:
     """Open an interactive shell in the project container (started if needed).
@@ -43,9 +44,11 @@ def shell(
             )
         target = found[0]["name"]
     else:
+        from bevctl.launchers.container_env import parse_env_args
+
         spec = docker.run_spec(
-            phase, ["sleep", "infinity"], extra_mounts=mount, name=name, image=image, gpus=gpus, role="shell",
-            network_mode=network,
+            phase, ["sleep", "infinity"], extra_mounts=mount, env=parse_env_args(env), name=name, image=image,
+            gpus=gpus, role="shell", network_mode=network,
         )
         if print_cmd:
             typer.echo(shlex.join(docker.docker_run_cmd(spec)))

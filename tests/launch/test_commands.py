@@ -1,6 +1,7 @@
 """What each launcher runs, built from real phases (no daemon): torchpack's command line, a checkout's command,
 the sbatch script (parsed by bash), the container environment. The real-daemon tests are beside this file."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +180,38 @@ def test_findings_name_what_blocks_the_launch(tmp_path, monkeypatch):
     assert "sbatch" in rows[1][2]
     rows = findings(load_phase("phase4a", ["launch.launcher=torchpack", "launch.nnodes=2"]), "local")
     assert rows[0][:2] == ("fail", "launcher")
+
+
+def test_shell_passes_env_and_gpu_ids_to_the_container(tmp_path):
+    from tests.conftest import run_cli
+
+    result = run_cli("shell", "--print-cmd", "--env", "FOO=bar", "--env", "WANDB_MODE", "--gpus", "device=0,1",
+                     env={"NCCL_IB_HCA": "mlx5_0", "WANDB_MODE": "offline", "BEVCTL_NO_PASSTHROUGH": ""}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.splitlines()[0]
+    for part in ("-e NCCL_IB_HCA=mlx5_0", "-e WANDB_MODE=offline", "-e FOO=bar", "--gpus '\"device=0,1\"'"):
+        assert part in line, part
+    bad = run_cli("shell", "--print-cmd", "--env", "1X=2", cwd=tmp_path)
+    assert bad.returncode == 2 and "not a variable name" in bad.stderr
+
+
+def test_run_spec_gets_infiniband_devices_and_ipc_lock(tmp_path, monkeypatch):
+    from bevctl import docker
+
+    (tmp_path / "uverbs0").write_text("")
+    monkeypatch.setattr(container_env.infiniband, "__defaults__", (tmp_path,))
+    spec = docker.run_spec(load_phase("demo", ["container.env={A: b}"]), ["true"], env={"C": "d"})
+    assert spec["cap_add"] == ["IPC_LOCK"] and spec["environment"]["A"] == "b" and spec["environment"]["C"] == "d"
+    argv = docker.docker_run_cmd(spec)
+    assert argv[argv.index("--device") + 1] == f"{tmp_path}/uverbs0:{tmp_path}/uverbs0:rwm"
+    assert argv[argv.index("--cap-add") + 1] == "IPC_LOCK"
+
+
+def test_start_takes_gpu_ids_as_the_process_count(tmp_path):
+    from tests.conftest import run_cli
+
+    result = run_cli("start", "demo", "--local", "--dry-run", "--json", "--gpus", "device=0,1", cwd=tmp_path)
+    plan = json.loads(result.stdout)
+    assert plan["nproc_per_node"] == 2 and "--nproc-per-node=2" in plan["command"]
+    bad = run_cli("start", "demo", "--local", "--dry-run", "--gpus", "device=x", cwd=tmp_path)
+    assert bad.returncode == 2 and "device=ID" in bad.stderr
