@@ -17,7 +17,6 @@ step and saves, exactly as under `bevctl stop` on a host.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -32,14 +31,16 @@ SCRIPT = "job.sbatch"
 # Slurm's states in which the job's processes may still run (or are about to).
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING",
           "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "REQUEUE_FED", "REQUEUE_HOLD")
-_SHELL_VAR = re.compile(r"\$(\{|\(|[A-Za-z_])")
+# The script's own variables; any other `$`, backquote or quote in a word (a path, a trainer argument) stays literal.
+_JOB_VAR = r"\$(?:SLURM_NNODES|SLURM_JOB_ID|head|hosts|code)\b"
+_EXPANDABLE = re.compile(rf"^(?:[^$`\"\\]|{_JOB_VAR})*{_JOB_VAR}(?:[^$`\"\\]|{_JOB_VAR})*$")
 _TIMEOUT = 30
 
 
 def _sh(arg: str) -> str:
     """Quote one word; words that use the job's variables ($SLURM_*, $head) stay expandable."""
-    if _SHELL_VAR.search(arg):
-        return '"' + arg.replace('"', '\\"') + '"'
+    if _EXPANDABLE.match(arg):
+        return f'"{arg}"'
     return shlex.quote(arg)
 
 

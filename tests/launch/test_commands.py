@@ -215,3 +215,16 @@ def test_start_takes_gpu_ids_as_the_process_count(tmp_path):
     assert plan["nproc_per_node"] == 2 and "--nproc-per-node=2" in plan["command"]
     bad = run_cli("start", "demo", "--local", "--dry-run", "--gpus", "device=x", cwd=tmp_path)
     assert bad.returncode == 2 and "device=ID" in bad.stderr
+
+
+def test_sbatch_script_expands_only_its_own_variables(tmp_path):
+    marker = tmp_path / "pwned"
+    phase = load_phase("demo", ["launch.where=slurm", f"trainer.repo={tmp_path}", "trainer.config=c.py",
+                                f"trainer.args=['--x', '$(touch {marker})', '`touch {marker}`', '$HOME']"])
+    text = slurm.script(phase, "r", tmp_path / "r", Path("/proj"))
+    srun = [line for line in text.splitlines() if line.startswith("srun ")][0]
+    # bash itself tells what the words become: echo them instead of running srun
+    proc = subprocess.run(["bash", "-c", "srun() { printf '%s\\n' \"$@\"; }\n" + srun], capture_output=True, text=True)
+    words = proc.stdout.splitlines()
+    assert f"$(touch {marker})" in words and f"`touch {marker}`" in words and "$HOME" in words
+    assert not marker.exists()
