@@ -40,9 +40,3 @@ def command(phase: Any, program: list[str], nproc: int, hosts: str | None = None
         cmd += ["-H", hosts]
     return cmd + program
 
-
-def environment() -> dict[str, str]:
-    """Variables mpirun needs to start ranks as root (CI, containers) when torchpack's flag does not reach it."""
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-    return {}
