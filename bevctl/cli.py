@@ -63,7 +63,27 @@ def main(argv: Optional[list[str]] = None) -> None:
     """Run the Typer app (bevctl/entry.py is the console entry point and calls this)."""
     if "--debug" in (argv if argv is not None else sys.argv):
         os.environ["BEVCTL_DEBUG"] = "1"  # before parsing: an error while parsing should show its traceback too
-    guarded(lambda: app(args=argv, prog_name="bevctl"))
+    guarded(lambda: _run(argv))
+
+
+def _run(argv: Optional[list[str]]) -> Optional[int]:
+    """Click's own usage errors (unknown option, a value of the wrong type) become one line with a fix, like ours."""
+    try:  # Typer 0.2x vendors click as typer._click; older ones use click itself
+        from typer._click import exceptions as click_exc
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exc
+
+    from bevctl.errors import UsageError
+
+    try:
+        code = app(args=argv, prog_name="bevctl", standalone_mode=False)
+    except click_exc.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `bevctl` or `bevctl data` alone: the help, as click shows it
+            typer.echo(exc.format_message(), err=True)
+            return 2
+        where = exc.ctx.command_path if exc.ctx else "bevctl"
+        raise UsageError(" ".join(exc.format_message().split()), fix=f"see `{where} --help`") from None
+    return code if isinstance(code, int) else None
 
 
 if __name__ == "__main__":

@@ -254,8 +254,9 @@ def _checkpoint_findings(plan: RunPlan) -> list[Finding]:
         return []
     path = Path(phase.load_from)
     if not path.is_file():
-        return [Finding("fail", "load_from", f"{phase.load_from} not found",
-                        "train the earlier phase first, or fix load_from (--set load_from=PATH)")]
+        what = "is not a regular file" if path.exists() else "not found"
+        return [Finding("fail", "load_from", f"{phase.load_from} {what}",
+                        "train the earlier phase first, or fix load_from (--set load_from=PATH to a .pth/.safetensors file)")]
     report = _load_report(plan)
     plan.kept_params = report.summary.get("matched_params", 0)
     plan.new_params = {g.name: g.missing_params for g in report.groups if g.missing_params}

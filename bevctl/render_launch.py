@@ -53,11 +53,19 @@ def render_plan(plan: Any) -> None:
 
 
 def resolve_run_dir(run: str, root: Path | None = None) -> Path:
-    path = Path(run)
-    if (path / runs.MANIFEST).exists() or (path / runs.EVENTS).exists():
-        return path
-    candidate = runs.runs_root(root or "runs") / run
-    if candidate.is_dir():
-        return candidate
-    known = [d.name for d in runs.list_run_dirs(root)][:5]
-    raise UsageError(f"no run named {run!r}", fix=f"see bevctl runs; recent: {', '.join(known) or 'none'}")
+    """The run directory a user named: a folder holding run.json/events.jsonl, or a run name under runs/."""
+    known = lambda: ", ".join(d.name for d in runs.list_run_dirs(root)[:5]) or "none"  # noqa: E731
+    try:
+        path = Path(run)
+        if (path / runs.MANIFEST).is_file() or (path / runs.EVENTS).is_file():
+            return path
+        # a bare name only: `runs/` joined with an absolute or dotted path would leave the runs folder
+        if run and "/" not in run and run not in (".", ".."):
+            candidate = runs.runs_root(root or "runs") / run
+            if (candidate / runs.MANIFEST).is_file() or (candidate / runs.EVENTS).is_file():
+                return candidate
+    except OSError as exc:  # a name longer than the file system allows, a folder we may not read
+        raise UsageError(f"cannot use {run[:80]!r} as a run: {exc.strerror or exc}",
+                         fix=f"name a run from bevctl runs; recent: {known()}") from None
+    what = " (that folder holds no run.json)" if Path(run).is_dir() else ""
+    raise UsageError(f"no run named {run[:80]!r}{what}", fix=f"name a run from bevctl runs (recent: {known()}) or its run directory")
