@@ -33,7 +33,7 @@ test: $(STAMP)
 
 # The quick tier for development loops (no daemons, no mmcv oracle, no multi-minute training).
 check: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not docker and not mmdet" tests
+	$(BIN)/python -m pytest -q -m "not slow and not docker and not mmdet and not mpi and not slurm" tests
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
