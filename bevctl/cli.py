@@ -30,6 +30,18 @@ app = typer.Typer(
 )
 
 
+def _argument_type_hidden_under_its_metavar() -> None:
+    """Typer's plain help prints an argument as `RUN <list[str]>`: the metavar we chose already says what to give,
+    and the Python type is noise to a user. Arguments without a metavar keep Typer's label."""
+    from typer.core import TyperArgument
+
+    shown = TyperArgument.display_type_rich
+    TyperArgument.display_type_rich = lambda self, ctx: None if self.metavar else shown(self, ctx)
+
+
+_argument_type_hidden_under_its_metavar()
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"bevctl {__version__}")

@@ -3,7 +3,7 @@ import sys
 
 from tests.conftest import ROOT, run_cli
 
-COMMANDS = ["build", "shell", "doctor", "check-ckpt", "start", "stop", "runs", "watch", "data"]
+COMMANDS = ["build", "shell", "doctor", "check-ckpt", "start", "stop", "runs", "watch", "tb", "data"]
 
 
 def test_help_lists_every_command():
@@ -43,6 +43,15 @@ def test_unknown_command_is_a_usage_error():
     assert "Traceback" not in result.stderr
 
 
+def test_click_usage_errors_are_one_line_with_a_fix():
+    for args, says in ((["stop", "-rf"], "No such option"), (["data", "synth", "--scenes", "abc"], "--scenes"),
+                       (["stop"], "Missing argument")):
+        result = run_cli(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (args, result.stderr)
+        assert says in lines[0] and "fix: see `bevctl" in lines[0] and "Traceback" not in result.stderr
+
+
 def test_help_keeps_bracketed_words_and_labels_no_flag_with_its_type():
     texts = {name: run_cli(name, "--help").stdout for name in COMMANDS}
     assert "[y/N]" in texts["start"]  # rich markup used to eat "[y/N]" as a tag
@@ -50,4 +59,5 @@ def test_help_keeps_bracketed_words_and_labels_no_flag_with_its_type():
     assert "KEY=VALUE" in texts["build"] and "[default: bevctl:latest]" in texts["build"]
     for name, text in texts.items():
         assert "<bool>" not in text, name
+        assert "<list[str]>" not in text and "<str>" not in text.split("Options:")[0], name  # arguments: metavar only
 
