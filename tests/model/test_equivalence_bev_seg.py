@@ -23,28 +23,9 @@ from torch import nn
 
 from model.heads.bev_seg import MAP_CLASSES, BEVGridTransform, BEVSegHeadConfig, BEVSegmentationHead
 from model.heads.losses import binary_focal_loss, soft_dice_loss
+from tests.helpers.equivalence import TOL, one_thread, randomize  # noqa: F401  (one_thread: fixture)
 
-TOL = dict(rtol=1e-5, atol=1e-5)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in module.state_dict().items():
-            if t.dtype.is_floating_point:
-                scale = t[0].numel() ** -0.5 if t.dim() > 1 else 0.3
-                t.copy_(0.5 + torch.rand(t.shape, generator=g) if name.endswith("running_var")
-                        else torch.randn(t.shape, generator=g) * scale)
-    return module
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _ref_grid_transform(x, input_scope, output_scope, prescale_factor=1.0):
     if prescale_factor != 1:
@@ -92,7 +73,7 @@ def _small_cfg(**kw):
 
 def _head(**kw):
     torch.manual_seed(0)
-    return _randomize(BEVSegmentationHead(_small_cfg(**kw)))
+    return randomize(BEVSegmentationHead(_small_cfg(**kw)), scale="fan_in", bias_scale=0.3)
 
 
 def test_keys_and_shapes_load_into_the_original_layout():

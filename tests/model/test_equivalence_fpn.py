@@ -17,27 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from model.camera.fpn import GeneralizedLSSFPN
+from tests.helpers.equivalence import TOL, one_thread, randomize  # noqa: F401  (one_thread: fixture)
 
-TOL = dict(rtol=1e-5, atol=1e-5)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in module.state_dict().items():
-            if t.dtype.is_floating_point:
-                t.copy_(0.5 + torch.rand(t.shape, generator=g) if name.endswith("running_var")
-                        else torch.randn(t.shape, generator=g) * (0.2 if t.dim() > 1 else 0.5))
-    return module
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _conv_bn_relu(x, sd, prefix, padding):
     """mmcv ConvModule(conv -> BN (eval) -> ReLU) with a bias-free conv."""
@@ -84,7 +66,7 @@ def test_state_dict_keys_and_shapes_match_original(in_channels, out):
 def test_forward_equals_original_formula(in_channels):
     """Odd feature sizes (Swin stages of a 72x100 image: 9x13, 5x7, 3x4) make the bilinear resize non-trivial."""
     torch.manual_seed(0)
-    neck = _randomize(GeneralizedLSSFPN(in_channels, 16)).eval()
+    neck = randomize(GeneralizedLSSFPN(in_channels, 16), scale=0.2, bias_scale=0.5).eval()
     g = torch.Generator().manual_seed(1)
     sizes = [(9, 13), (5, 7), (3, 4), (2, 2)][:len(in_channels)]
     inputs = [torch.randn(2, c, *hw, generator=g) for c, hw in zip(in_channels, sizes)]
@@ -107,7 +89,7 @@ def test_neck_built_from_mmcv_convmodule_loads_ours_strictly_and_agrees():
     except Exception as exc:  # ImportError, or mmcv's version checks
         pytest.skip(f"mmcv unavailable ({type(exc).__name__}: {exc}); run `bash tests/setup_extras.sh`")
     in_channels, out = (12, 20, 28), 16
-    neck = _randomize(GeneralizedLSSFPN(in_channels, out)).eval()
+    neck = randomize(GeneralizedLSSFPN(in_channels, out), scale=0.2, bias_scale=0.5).eval()
 
     class Theirs(torch.nn.Module):
         def __init__(self):

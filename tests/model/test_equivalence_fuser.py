@@ -12,16 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from model.fuser import ConvFuser
-
-
-def _randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in module.state_dict().items():
-            if t.dtype.is_floating_point:
-                t.copy_(0.5 + torch.rand(t.shape, generator=g) if name.endswith("running_var")
-                        else torch.randn(t.shape, generator=g) * (0.1 if t.dim() > 1 else 0.5))
-    return module
+from tests.helpers.equivalence import TOL, one_thread, randomize  # noqa: F401  (one_thread: fixture)
 
 
 @pytest.mark.parametrize("in_channels,out", [((80, 256), 256), ((5, 7), 6)])
@@ -36,7 +27,7 @@ def test_state_dict_keys_and_shapes_match_original(in_channels, out):
 @pytest.mark.parametrize("train", [False, True])
 def test_forward_equals_original_formula(train):
     """Eval (running statistics) and train mode (batch statistics, and the running-stat update BN makes)."""
-    fuser = _randomize(ConvFuser((5, 7), 6)).train(train)
+    fuser = randomize(ConvFuser((5, 7), 6), scale=0.1, bias_scale=0.5).train(train)
     sd = {k: v.clone() for k, v in fuser.state_dict().items()}
     g = torch.Generator().manual_seed(1)
     cam, lidar = torch.randn(2, 5, 9, 11, generator=g), torch.randn(2, 7, 9, 11, generator=g)

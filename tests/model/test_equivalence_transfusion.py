@@ -43,39 +43,21 @@ from model.heads import TransFusionHead, TransFusionHeadConfig
 from model.heads.assigner import BBoxBEVL1Cost, FocalLossCost
 from model.heads.losses import gaussian_focal_loss, gaussian_heatmap, gaussian_radius, sigmoid_focal_loss, \
     weighted_l1_loss
+from tests.helpers.equivalence import TOL, one_thread, randomize  # noqa: F401  (one_thread: fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 shapely_geometry = pytest.importorskip("shapely.geometry")
 
-TOL = dict(rtol=1e-5, atol=1e-5)
 # 32 x 32 BEV cells of 1 m; two decoder layers with auxiliary outputs so per-layer slicing is exercised.
 TINY = dict(in_channels=24, hidden_channel=32, num_heads=4, ffn_channel=48, num_proposals=20, head_conv=16,
             num_decoder_layers=2, point_cloud_range=(-16.0, -16.0, -5.0, 16.0, 16.0, 3.0),
             voxel_size=(0.5, 0.5, 0.2), out_size_factor=2, post_center_range=(-12.0, -12.0, -10.0, 12.0, 12.0, 10.0))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in module.state_dict().items():
-            if t.dtype.is_floating_point:
-                # weights ~ 1/sqrt(fan-in): unsaturated sigmoids, so the top-k has no ties at 1.0
-                scale = t[0].numel() ** -0.5 if t.dim() > 1 else 0.3
-                t.copy_(0.5 + torch.rand(t.shape, generator=g) if name.endswith("running_var")
-                        else torch.randn(t.shape, generator=g) * scale)
-    return module
-
-
 def _head(**kw) -> TransFusionHead:
     torch.manual_seed(0)
-    head = _randomize(TransFusionHead(TransFusionHeadConfig(**{**TINY, **kw}))).eval()
+    head = randomize(TransFusionHead(TransFusionHeadConfig(**{**TINY, **kw})), scale="fan_in", bias_scale=0.3).eval()
     if hasattr(head.bbox_coder, "convention"):
         head.bbox_coder.convention = "mmdet3d"  # the centre-z convention the references below assume
     return head

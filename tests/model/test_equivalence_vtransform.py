@@ -30,30 +30,13 @@ import torch
 import torch.nn.functional as F
 
 from model.camera.vtransform import DepthLSSTransform, LSSTransform
+from tests.helpers.equivalence import TOL, one_thread, randomize  # noqa: F401  (one_thread: fixture)
 
-TOL = dict(rtol=1e-5, atol=1e-5)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IMAGE, FEAT = (32, 48), (4, 6)
 XB, YB, ZB, DB = (-8.0, 8.0, 0.5), (-8.0, 8.0, 0.5), (-10.0, 10.0, 20.0), (1.0, 13.0, 1.0)
 B, N, CIN, COUT = 2, 2, 16, 8
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in list(module.named_parameters()) + list(module.named_buffers()):
-            if not p.dtype.is_floating_point or name in ("dx", "bx", "frustum"):
-                continue
-            p.copy_(0.5 + torch.rand(p.shape, generator=g) if name.endswith("running_var")
-                    else torch.randn(p.shape, generator=g) * (0.15 if p.dim() > 1 else 0.3))
-    return module
 
 
 def _rot_z(a: float) -> torch.Tensor:
@@ -209,7 +192,7 @@ def _make(cls=DepthLSSTransform, **kw):
     torch.manual_seed(0)
     args = dict(in_channels=CIN, out_channels=COUT, image_size=IMAGE, feature_size=FEAT, xbound=XB, ybound=YB,
                 zbound=ZB, dbound=DB, downsample=2)
-    return _randomize(cls(**{**args, **kw})).eval()
+    return randomize(cls(**{**args, **kw}), scale=0.15, bias_scale=0.3, skip=("dx", "bx", "frustum")).eval()
 
 
 # ------------------------------------------------------------------------------------------- tests
