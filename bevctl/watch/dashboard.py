@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bevctl.watch.chart import Curve, braille_chart
-from bevctl.watch.progress import format_eta, fraction_done
+from bevctl.watch.progress import ago, format_eta, fraction_done
 from bevctl.watch.session import Session
 
 MAX_FPS = 4
@@ -41,17 +41,6 @@ def _eta(seconds: float | None) -> str:
     return format_eta(seconds)
 
 
-def _ago(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds}s ago"
-    if seconds < 7200:
-        return f"{seconds // 60}m ago"
-    if seconds < 172800:
-        return f"{seconds // 3600}h ago"
-    return f"{seconds // 86400}d ago"
-
-
 def header(snap: dict[str, Any], follow_mode: str, now: float, width: int) -> RenderableType:
     run, prog = snap["run"], snap["progress"]
     status = run["status"]
@@ -59,7 +48,7 @@ def header(snap: dict[str, Any], follow_mode: str, now: float, width: int) -> Re
                     "stopped": "yellow"}.get(status, "white")
     top = Text.assemble(
         (run["name"], "bold"), "  phase ", (str(run.get("phase") or "-"), "bold"), "  ", (status, status_style),
-        ("  updated " + _ago(now - run["last_update"]), "dim"), ("  " + follow_mode, "dim") if follow_mode else "",
+        ("  updated " + ago(now - run["last_update"]), "dim"), ("  " + follow_mode, "dim") if follow_mode else "",
     )
     lines: list[RenderableType] = [top]
     epoch, epochs, it, per = prog["epoch"], prog["epochs"], prog["iter"], prog["iters_per_epoch"]

@@ -113,3 +113,15 @@ def progress_line(snap: dict[str, Any], width: int = 30) -> str:
     if loss is not None:
         tail += f"  loss {loss:.4g}"
     return where + bar + tail
+
+
+def ago(seconds: float) -> str:
+    """How long ago, in the coarsest unit that still reads well ("45s ago", "12m ago", "5h ago", "3d ago")."""
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    if seconds < 172800:
+        return f"{seconds // 3600}h ago"
+    return f"{seconds // 86400}d ago"

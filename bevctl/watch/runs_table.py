@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bevctl.errors import UsageError
+from bevctl.watch.progress import ago
 
 HEADLINE = {"map": "object/map", "nds": "object/nds", "miou": "map/mean/iou@max"}
 SORT_KEYS = ("started", "name", "status", "loss", "map", "nds", "miou")
@@ -106,7 +107,7 @@ def render(infos: list[dict[str, Any]]) -> None:
             epoch = f"{info['epoch']}" + (f"/{info['epochs']}" if info.get("epochs") else "")
             if info.get("iter") is not None and info.get("iters_per_epoch"):
                 epoch += f" {info['iter']}/{info['iters_per_epoch']}"
-        started = _ago(now - info["started_at"]) if isinstance(info.get("started_at"), (int, float)) else "-"
+        started = ago(now - info["started_at"]) if isinstance(info.get("started_at"), (int, float)) else "-"
         where = str(info.get("where") or "-")
         if info.get("container_id"):
             where += f" {str(info['container_id'])[:12]}"
@@ -129,14 +130,3 @@ def render(infos: list[dict[str, Any]]) -> None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
-
-
-def _ago(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds}s ago"
-    if seconds < 7200:
-        return f"{seconds // 60}m ago"
-    if seconds < 172800:
-        return f"{seconds // 3600}h ago"
-    return time.strftime("%Y-%m-%d", time.localtime(time.time() - seconds))
