@@ -9,6 +9,7 @@ from tests.conftest import run_cli
 pytest.importorskip("nuscenes")
 
 
+@pytest.mark.slow
 def test_synth_json_then_no_op(tmp_path):
     out = tmp_path / "synth"
     args = ("data", "synth", "--out", str(out), "--scenes", "2", "--samples-per-scene", "1", "--sweeps", "0", "--json")

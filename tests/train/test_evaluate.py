@@ -109,6 +109,7 @@ def test_ground_truth_scores_perfect_detection_with_the_official_eval(tmp_path, 
     assert len(written["results"]) == len(val) and written["meta"]["use_lidar"]
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_a_checkpoint(tmp_path, demo_phase):
     """`python -m model.evaluate --run-dir DIR --checkpoint X --json` on an untrained model's weights."""
     from bevctl import runs

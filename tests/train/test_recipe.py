@@ -208,6 +208,7 @@ def test_heatmap_bias_init_option():
     assert torch.sigmoid(torch.tensor(-2.19)).item() == pytest.approx(0.1, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_start_preflight_notes_the_lr_when_gpus_change_the_global_batch(tmp_path):
     import json
 

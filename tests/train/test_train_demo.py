@@ -51,6 +51,7 @@ def test_bad_data_root_is_one_clear_line(tmp_path):
     assert runs.read_manifest(run)["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_phase3_checkpoint_then_phase4a_load_from(tmp_path):
     p3 = tmp_path / "demo-phase3"
     proc = train(p3, "demo-phase3", "train.epochs=1", "train.max_iters_per_epoch=2", "train.eval_interval=0")
@@ -99,6 +100,7 @@ def test_phase3_checkpoint_then_phase4a_load_from(tmp_path):
                                                      if b.metric == metric))
 
 
+@pytest.mark.slow
 def test_torchrun_gloo_two_processes(tmp_path):
     run = tmp_path / "run"
     proc = train(run, "demo", "train.epochs=1", "train.max_iters_per_epoch=1", "train.eval_interval=0",
@@ -109,6 +111,7 @@ def test_torchrun_gloo_two_processes(tmp_path):
     assert runs.read_manifest(run)["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_sigterm_resume_same_losses_with_the_real_model(tmp_path):
     import signal
     import time
@@ -137,6 +140,7 @@ def test_sigterm_resume_same_losses_with_the_real_model(tmp_path):
     assert [key(e) for e in events(cut, "train")] == [key(e) for e in events(whole, "train")]
 
 
+@pytest.mark.slow
 def test_demo_trains_evaluates_and_writes_every_artefact(tmp_path):
     """The demo phase, cut to 8 steps: loss falls, the val metrics are there, the run dir holds the contract.
 

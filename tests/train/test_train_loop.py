@@ -300,6 +300,7 @@ def test_run_writes_the_contract(tmp_path):
     assert ck["meta"]["epoch"] == 2 and ck["meta"]["global_step"] == 12
 
 
+@pytest.mark.slow
 def test_load_from_reports_task_gca_missing_and_trains(tmp_path):
     p3 = tmp_path / "p3"
     assert finish(trainer(p3, "model.gca=none", "train.epochs=1"))[0] == 0
@@ -327,6 +328,7 @@ def test_load_from_reports_task_gca_missing_and_trains(tmp_path):
         assert runs.read_manifest(bad)["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_pretrained_module_file_and_skip_when_load_from_covers_it(tmp_path):
     backbone = nn.Linear(8, 16)
     torch.save({"state_dict": backbone.state_dict()}, tmp_path / "swint.pth")
@@ -356,6 +358,7 @@ def _wait_for(predicate, timeout: float = 60.0) -> None:
     raise AssertionError("timed out")
 
 
+@pytest.mark.slow
 def test_sigterm_then_resume_gives_the_same_losses(tmp_path):
     sets = ("train.epochs=2", "train.log_interval=1", "resume=auto", "optim.warmup_iters=3")
     whole = tmp_path / "whole"
@@ -378,6 +381,7 @@ def test_sigterm_then_resume_gives_the_same_losses(tmp_path):
     assert start["start_epoch"] == 1 and start["start_iter"] == saved["iter"]
 
 
+@pytest.mark.slow
 def test_a_step_longer_than_the_grace_period_ends_the_run_as_failed(tmp_path):
     run = tmp_path / "run"
     proc = trainer(run, "train.grace_seconds=1", "train.log_interval=1", env={"STANDIN_STEP_SLEEP": "4"})
@@ -403,6 +407,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_kill_9_during_saves_never_tears_latest(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -441,6 +446,7 @@ def test_nonfinite_loss_stops_after_the_limit(tmp_path):
     assert "non-finite loss/grad (3 in a row)" in log
 
 
+@pytest.mark.slow
 def test_fp16_and_bf16_run(tmp_path):
     for precision in ("bf16", "fp16"):
         run = tmp_path / precision
@@ -450,6 +456,7 @@ def test_fp16_and_bf16_run(tmp_path):
         assert torch.load(run / "latest.pth", weights_only=True)["scaler"] is not None
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -468,6 +475,7 @@ def test_torchrun_two_processes(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_torchrun_sigterm_stops_every_rank_at_the_same_step(tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
