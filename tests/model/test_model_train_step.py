@@ -12,16 +12,8 @@ import model  # noqa: F401  (applies shims: spconv's CPU backward)
 from model.bevfusion import build_model, total_loss
 from model.config import get_config
 
+from tests.helpers.equivalence import one_thread  # noqa: E402,F401  (fixture)
 from tests.helpers.model_batch import make_batch  # noqa: E402
-
-
-@pytest.fixture
-def one_thread():
-    # on a shared 2-core machine intra-op threads mostly spin; one thread is both faster and steadier here
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.slow
