@@ -7,9 +7,9 @@ import time
 import pytest
 
 from tests.conftest import ROOT, run_cli
+from tests.launch.common import FAST, events, runs_json, wait_status
 from tests.helpers.docker_engine import bevctl_test_image, docker_base, docker_engine  # noqa: F401  (fixtures)
 
-FAST = ["--set", "train.eval_interval=0", "--set", "train.log_interval=1", "--set", "data.workers=0"]
 
 
 @pytest.fixture(scope="module")
@@ -20,39 +20,13 @@ def synth(tmp_path_factory):
     return root
 
 
-def runs_json(cwd):
-    result = run_cli("runs", "--json", cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    return {r["name"]: r for r in json.loads(result.stdout)["runs"]}
-
-
-def wait_status(cwd, name, wanted, timeout=400):
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        info = runs_json(cwd).get(name)
-        if info:
-            seen.append(info["status"])
-            if info["status"] in wanted:
-                return info, seen
-        time.sleep(0.5)
-    raise AssertionError(f"{name} never reached {wanted}; statuses seen: {sorted(set(seen))}")
-
-
-def events(run_dir):
-    path = run_dir / "events.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 @pytest.mark.slow
 def test_start_returns_at_once_and_runs_shows_running_then_finished(tmp_path, synth):
     result = run_cli("start", "demo", "--yes", "--local", "--name", "d1", "--set", f"data.root={synth}",
                      "--set", "train.epochs=2", "--set", "train.max_iters_per_epoch=2", *FAST, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "started run d1" in result.stderr and "bevctl watch d1" in result.stderr
-    info, seen = wait_status(tmp_path, "d1", ("finished", "failed", "crashed"))
+    info, seen = wait_status(tmp_path, "d1", ("finished", "failed", "crashed"), timeout=400)
     assert info["status"] == "finished", (info, (tmp_path / "runs/d1/console.out").read_text()[-2000:])
     assert "running" in seen
     run_dir = tmp_path / "runs" / "d1"
