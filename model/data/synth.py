@@ -29,6 +29,9 @@ from model.data.synth_world import CATEGORY_LOOK, SWEEP_PERIOD_S, SceneWorld, pl
 
 VERSION = "v1.0-mini"
 MARKER = "synth.json"
+# Bumped whenever the same seed would generate different data; a dataset from another generator is reported.
+# 2: LiDAR sees road paint and kerbs, every detection class in every scene, road works closing a lane.
+GENERATOR = 2
 ANNOTATION_RADIUS = 60.0
 
 CATEGORIES = [
@@ -97,7 +100,8 @@ def ensure_dataset(root, scenes: int = 10, samples_per_scene: int = 4, seed: int
         raise UsageError(f"synthetic data is generated as {VERSION}, but data.version is {version}",
                          fix=f"set data.version: {VERSION} (and the splits mini_train / mini_val)")
     if dataset_exists(root):
-        _warn_if_different(root, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed, sweeps=sweeps)
+        _warn_if_different(root, generator=GENERATOR, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
+                           sweeps=sweeps)
         return root
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise UsageError(f"data root {root} is not empty and holds no nuScenes dataset",
@@ -114,6 +118,10 @@ def _warn_if_different(root: Path, **wanted) -> None:
         have = json.loads((root / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return  # a real or foreign dataset: nothing to compare
+    if not isinstance(have, dict):
+        return
+    if "generator" not in have:
+        have["generator"] = 1  # written before the generator was versioned
     differs = {k: have.get(k) for k, v in wanted.items() if k in have and have[k] != v}
     if differs:
         import warnings
@@ -236,7 +244,7 @@ def _write(root: Path, names: list[str], samples: int, seed: int, sweeps: int, p
     (root / VERSION).mkdir()
     for name, rows in tables.items():
         (root / VERSION / f"{name}.json").write_text(json.dumps(rows, indent=0), encoding="utf-8")
-    summary = {"version": VERSION, "scenes": len(names), "scene_names": names, "samples_per_scene": samples,
+    summary = {"version": VERSION, "generator": GENERATOR, "scenes": len(names), "scene_names": names, "samples_per_scene": samples,
                "sweeps": sweeps, "seed": seed, "samples": counts["samples"], "annotations": counts["annotations"],
                "mean_lidar_points": int(counts["lidar_points"] / max(counts["samples"], 1)),
                "image_size": [IMAGE_WIDTH, IMAGE_HEIGHT], "maps": sorted(maps)}
@@ -245,7 +253,7 @@ def _write(root: Path, names: list[str], samples: int, seed: int, sweeps: int, p
 
 
 def _write_scene(root, w: SceneWorld, seed, tables, cat_tok, attr_tok, sensor_tok, counts, cv2, bar) -> None:
-    from model.data.synth_sensors import Painter, cast_lidar
+    from model.data.synth_sensors import GroundSurface, Painter, cast_lidar
 
     rng = np.random.default_rng([seed, w.index, 11])
     tk = lambda *p: token(seed, w.name, *p)  # noqa: E731 - short local token helper
@@ -265,6 +273,7 @@ def _write_scene(root, w: SceneWorld, seed, tables, cat_tok, attr_tok, sensor_to
     lidar2ego = transform(LIDAR["rotation"], LIDAR["translation"])
     cam2ego = {c: transform(CAMERA_CALIB[c]["rotation"], CAMERA_CALIB[c]["translation"]) for c in CAMERAS}
     painter = Painter(w)
+    ground = GroundSurface(w.polygons, w.lines)
     colours = np.array([CATEGORY_LOOK[i.category][1] for i in w.instances] + list(map(tuple, w.clutter_rgb)), float)
     intensity = np.array([CATEGORY_LOOK[i.category][2] for i in w.instances] + [30.0] * len(w.clutter), float)
     # Each instance's brightness varies a little so colour alone is not a perfect give-away of identity.
@@ -297,7 +306,7 @@ def _write_scene(root, w: SceneWorld, seed, tables, cat_tok, attr_tok, sensor_to
             tsj = w.timestamp_us(tj)
             pose_rec, ego2global = ego_pose_record(tj, "LIDAR_TOP", k, j)
             lidar2global = ego2global @ lidar2ego
-            pts, _ = cast_lidar(lidar2global, boxes_at(tj), intensity, rng)
+            pts, _ = cast_lidar(lidar2global, boxes_at(tj), intensity, rng, ground)
             folder = "samples" if j == 0 else "sweeps"
             fname = f"{folder}/LIDAR_TOP/{logfile}__LIDAR_TOP__{tsj}.pcd.bin"
             pts.astype(np.float32).tofile(root / fname)

@@ -16,10 +16,57 @@ AZIMUTH_STEPS = 720  # 0.5° (the real sensor has ~0.33°; fewer points keep CPU
 _ELEV = np.radians(np.linspace(LIDAR_ELEVATION_DEG[0], LIDAR_ELEVATION_DEG[1], LIDAR_BEAMS))
 
 
-def cast_lidar(lidar2global: np.ndarray, boxes: np.ndarray, intensity: np.ndarray, rng: np.random.Generator):
+class GroundSurface:
+    """What a LiDAR return off the ground looks like where it lands: its height and reflectivity per map layer.
+
+    As on real roads, the paint of lane and road dividers, ped crossings and stop lines is retroreflective (bright
+    returns) and walkways sit on a kerb; plain asphalt, car-park surface and terrain are dark. Without this the map
+    layers would be visible to the cameras only.
+    """
+
+    ASPHALT = 8.0
+    KERB_HEIGHT = 0.15
+    LAYERS = (  # later wins: (layer, intensity, height above the road in metres)
+        ("carpark_area", 12.0, 0.0),
+        ("walkway", 18.0, KERB_HEIGHT),
+        ("ped_crossing", 60.0, 0.0),
+        ("stop_line", 65.0, 0.0),
+    )
+
+    def __init__(self, polygons: dict[str, list[np.ndarray]], lines: dict[str, list[np.ndarray]]):
+        import shapely
+        from shapely.geometry import LineString, Polygon
+
+        self._shapely = shapely
+        self._layers = []
+        for layer, inten, height in self.LAYERS:
+            geoms = [Polygon(p) for p in polygons.get(layer, []) if len(p) >= 3]
+            if geoms:
+                self._layers.append((shapely.union_all(geoms), inten, height))
+        paint = [LineString(line).buffer(LINE_PAINT[layer][1] / 2 + 0.05) for layer in LINE_PAINT
+                 for line in lines.get(layer, []) if len(line) >= 2]
+        if paint:
+            self._layers.append((shapely.union_all(paint), 55.0, 0.0))
+        for geom, _, _ in self._layers:
+            shapely.prepare(geom)  # contains_xy on a prepared geometry is an index lookup, not a full scan
+
+    def at(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[N, 2] global ground points -> (intensity [N], height [N])."""
+        inten = np.full(len(xy), self.ASPHALT)
+        height = np.zeros(len(xy))
+        for geom, value, h in self._layers:
+            inside = self._shapely.contains_xy(geom, xy[:, 0], xy[:, 1])
+            inten[inside] = value
+            height[inside] = h
+        return inten, height
+
+
+def cast_lidar(lidar2global: np.ndarray, boxes: np.ndarray, intensity: np.ndarray, rng: np.random.Generator,
+               ground: GroundSurface | None = None):
     """One LiDAR revolution.
 
-    boxes: [B, 7] global boxes (annotated first, then clutter); intensity: [B].
+    boxes: [B, 7] global boxes (annotated first, then clutter); intensity: [B]; ground: the map's surface (None: a
+    flat, uniformly dark ground).
     Returns points [P, 5] float32 in the LiDAR frame (x, y, z, intensity, ring) and hit [P] (box index or -1).
     """
     az = np.linspace(0, 2 * np.pi, AZIMUTH_STEPS, endpoint=False) + rng.uniform(0, 2 * np.pi / AZIMUTH_STEPS)
@@ -32,6 +79,13 @@ def cast_lidar(lidar2global: np.ndarray, boxes: np.ndarray, intensity: np.ndarra
     hit = np.full(el.shape, -1, dtype=np.int64)
     down = dirs[..., 2] < -1e-6
     t_best[down] = -origin[2] / dirs[down, 2]
+    ground_inten = np.full(el.shape, GroundSurface.ASPHALT)
+    if ground is not None and down.any():
+        xy = origin[:2] + dirs[down, :2] * t_best[down, None]
+        inten_g, height = ground.at(xy)
+        # A raised surface (the kerb) is hit a little earlier along the same ray.
+        t_best[down] = (height - origin[2]) / dirs[down, 2]
+        ground_inten[down] = inten_g
 
     # Ray / oriented-box slab tests, each box only against the columns that can see it.
     col_az = np.arctan2(dirs[LIDAR_BEAMS // 2, :, 1], dirs[LIDAR_BEAMS // 2, :, 0])
@@ -83,7 +137,7 @@ def cast_lidar(lidar2global: np.ndarray, boxes: np.ndarray, intensity: np.ndarra
     # Range noise; box returns are nudged inwards so they stay inside the (annotated) box.
     t = t + np.where(on_box, rng.uniform(0.005, 0.03, len(t)), rng.normal(0, 0.015, len(t)))
     pts_global = origin + dirs[keep] * t[:, None]
-    inten = np.where(on_box, intensity[np.maximum(hit, 0)], 8.0) + rng.normal(0, 3, len(t))
+    inten = np.where(on_box, intensity[np.maximum(hit, 0)], ground_inten.ravel()[keep]) + rng.normal(0, 3, len(t))
     pts = np.empty((len(t), 5), np.float32)
     pts[:, :3] = apply(rigid_inv(lidar2global), pts_global)
     pts[:, 3] = np.clip(inten, 0, 255)

@@ -186,3 +186,61 @@ def test_ensure_dataset_refuses_what_it_cannot_do(tmp_path):
         ensure_dataset(tmp_path / "b")
     with pytest.raises(UsageError, match="scenes"):
         ensure_dataset(tmp_path / "c", scenes=1)
+
+
+def test_every_detection_class_appears_in_every_scene(nusc):
+    """A demo trains on a few dozen samples and nuScenes mAP averages all ten classes: each scene shows each."""
+    from nuscenes.eval.detection.utils import category_to_detection_name
+
+    classes = {"car", "truck", "construction_vehicle", "bus", "trailer", "barrier", "motorcycle", "bicycle",
+               "pedestrian", "traffic_cone"}
+    for scene in nusc.scene:
+        seen = set()
+        for inst in nusc.instance:
+            first = nusc.get("sample_annotation", inst["first_annotation_token"])
+            if nusc.get("sample", first["sample_token"])["scene_token"] == scene["token"]:
+                seen.add(category_to_detection_name(nusc.get("category", inst["category_token"])["name"]))
+        assert classes <= seen, (scene["name"], classes - seen)
+
+
+def test_lidar_sees_road_paint_and_the_kerb(nusc):
+    """Ground returns on ped crossings are bright and on asphalt dark; walkways stand on a 15 cm kerb."""
+    import shapely
+    from nuscenes.map_expansion.map_api import NuScenesMap
+    from nuscenes.utils.data_classes import LidarPointCloud
+
+    from model.data.geometry import apply, transform
+
+    crossing, walkway_z, road = [], [], []
+    for sample in nusc.sample:
+        sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        loc = nusc.get("log", nusc.get("scene", sample["scene_token"])["log_token"])["location"]
+        m = NuScenesMap(dataroot=str(small_dataset()), map_name=loc)
+        pc = LidarPointCloud.from_file(str(small_dataset() / sd["filename"]))
+        cal = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        pose = nusc.get("ego_pose", sd["ego_pose_token"])
+        to_global = transform(pose["rotation"], pose["translation"]) @ transform(cal["rotation"], cal["translation"])
+        pts = apply(to_global, pc.points[:3].T.astype(np.float64))
+        ground = pts[:, 2] < 0.3
+        x, y = pts[:, 0], pts[:, 1]
+        on_crossing = shapely.contains_xy(shapely.union_all([m.extract_polygon(r["polygon_token"]) for r in m.ped_crossing]), x, y)
+        on_walkway = shapely.contains_xy(shapely.union_all([m.extract_polygon(r["polygon_token"]) for r in m.walkway]), x, y)
+        on_drivable = shapely.contains_xy(shapely.union_all([m.extract_polygon(t) for r in m.drivable_area for t in r["polygon_tokens"]]), x, y)
+        crossing += list(pc.points[3][ground & on_crossing])
+        walkway_z += list(pts[ground & on_walkway, 2])
+        road += list(pc.points[3][ground & on_drivable & ~on_crossing & (pts[:, 2] < 0.05)])
+    assert len(crossing) > 20 and len(walkway_z) > 20 and len(road) > 1000
+    assert np.median(crossing) > 3 * np.median(road)
+    assert abs(np.median(walkway_z) - 0.15) < 0.05
+
+
+def test_a_dataset_of_an_older_generator_is_reported(tmp_path):
+    from model.data.synth import MARKER, ensure_dataset
+
+    root = tmp_path / "nuscenes"
+    shutil.copytree(small_dataset(), root)
+    marker = json.loads((root / MARKER).read_text())
+    marker.pop("generator")
+    (root / MARKER).write_text(json.dumps(marker))
+    with pytest.warns(UserWarning, match="generator"):
+        ensure_dataset(root, **SMALL, progress=False)
