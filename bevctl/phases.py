@@ -75,6 +75,21 @@ class SynthSpec(_Strict):
     seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
+Angle = Annotated[float, Field(ge=-3.1416, le=3.1416)]
+
+
+class AugmentSpec(_Strict):
+    """Training-time augmentation; the defaults are the original's nuScenes configs (GlobalRotScaleTrans,
+    RandomFlip3D, ImageAug3D). A few-hundred-step demo learns faster with less of it."""
+
+    global_rot: tuple[Angle, Angle] = (-0.785, 0.785)  # radians about z
+    global_scale: tuple[Annotated[float, Field(gt=0, le=10)], Annotated[float, Field(gt=0, le=10)]] = (0.9, 1.1)
+    global_translate_std: float = Field(0.5, ge=0, le=100)  # metres
+    flip: bool = True  # BEV flips about x and y, each with probability 0.5
+    image_rot_deg: tuple[Annotated[float, Field(ge=-180, le=180)], Annotated[float, Field(ge=-180, le=180)]] = (-5.4, 5.4)
+    image_flip: bool = True
+
+
 class DataSpec(_Strict):
     root: str = Field("data/nuscenes", min_length=1)  # "" would be the current folder
     version: str = "v1.0-trainval"
@@ -86,6 +101,7 @@ class DataSpec(_Strict):
     workers: int = Field(4, ge=0, le=256)
     sweeps: int = Field(9, ge=0, le=20)
     cbgs: bool = False  # class-balanced grouping and sampling of the train split (mmdet3d CBGSDataset)
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
 
 
 class OptimSpec(_Strict):
@@ -148,11 +164,18 @@ class SlurmSpec(_Strict):
 class LaunchSpec(_Strict):
     launcher: Literal["torchrun", "torchpack"] = "torchrun"
     gpus: int = Field(1, ge=0, le=1024)  # processes per node; 0 = CPU
+    # CPU training (gpus 0): processes per node, joined over gloo. spconv's CPU kernels run on one thread, so on a
+    # machine with N cores N single-threaded processes train faster than one process with N threads.
+    cpu_processes: int = Field(1, ge=1, le=256)
     nnodes: int = Field(1, ge=1, le=100_000)
     node_rank: int = Field(0, ge=0, le=100_000)
     rdzv_endpoint: Optional[str] = None  # HOST:PORT for multi-node
     where: Literal["auto", "local", "container", "slurm"] = "auto"
     slurm: SlurmSpec = Field(default_factory=SlurmSpec)
+
+    @property
+    def processes_per_node(self) -> int:
+        return self.gpus if self.gpus > 0 else self.cpu_processes
 
     @model_validator(mode="after")
     def _rank_in_range(self) -> "LaunchSpec":

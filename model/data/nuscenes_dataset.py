@@ -27,6 +27,19 @@ _MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 _STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
+def aug_config(spec: Optional[dict]) -> AugConfig:
+    """The phase's `data.augment` (a dict of `bevctl.phases.AugmentSpec`) as the transforms' `AugConfig`."""
+    if not spec:
+        return AugConfig()
+    flip = 0.5 if spec.get("flip", True) else 0.0
+    return AugConfig(global_rot=tuple(spec.get("global_rot", (-0.785, 0.785))),
+                     global_scale=tuple(spec.get("global_scale", (0.9, 1.1))),
+                     global_translate_std=float(spec.get("global_translate_std", 0.5)),
+                     flip_x_prob=flip, flip_y_prob=flip,
+                     rot_lim_deg=tuple(spec.get("image_rot_deg", (-5.4, 5.4))),
+                     image_flip=bool(spec.get("image_flip", True)))
+
+
 class NuScenesDataset(Dataset):
     def __init__(
         self,
@@ -93,7 +106,7 @@ class NuScenesDataset(Dataset):
             sweeps=d.get("sweeps", 9), point_cloud_range=cfg.point_cloud_range, image_size=cfg.image_size,
             map_bound=cfg.map_bound, object_classes=cfg.object_classes,
             map_classes=cfg.map_classes if "map" in heads else (), train=train, info_pkl=d.get("info_pkl"),
-            **kw,
+            aug=aug_config(d.get("augment")), **kw,
         )
 
     def _check_files(self, info: dict) -> None:

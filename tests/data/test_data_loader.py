@@ -387,3 +387,26 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index():
     for key in ("img", "lidar_aug_matrix", "img_aug_matrix"):
         assert torch.equal(single[key], multi[key]), key
     assert all(torch.equal(a, b) for a, b in zip(single["points"], multi["points"]))
+
+
+def test_the_phase_sets_the_training_augmentation():
+    """`data.augment` reaches the loader: turned off, a training item is the eval item; the default augments."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from bevctl.phases import DataSpec
+    from model.data.nuscenes_dataset import NuScenesDataset
+
+    cfg = SimpleNamespace(point_cloud_range=WIDE, image_size=IMAGE, map_bound=[[-50, 50, 2.0], [-50, 50, 2.0]],
+                          object_classes=["car", "pedestrian"], map_classes=["drivable_area"])
+    off = {"global_rot": [0, 0], "global_scale": [1, 1], "global_translate_std": 0, "flip": False,
+           "image_rot_deg": [0, 0], "image_flip": False}
+    plain = DataSpec(root=str(small_dataset()), version="v1.0-mini", sweeps=1)
+    still = DataSpec(root=str(small_dataset()), version="v1.0-mini", sweeps=1, augment=off)
+    for index in range(3):
+        item = NuScenesDataset.from_config(cfg, still, "mini_train", train=True)[index]
+        assert torch.equal(item["lidar_aug_matrix"], torch.eye(4))
+        assert torch.equal(item["gt_boxes"], NuScenesDataset.from_config(cfg, still, "mini_train", train=False)[index]["gt_boxes"])
+    moved = [NuScenesDataset.from_config(cfg, plain, "mini_train", train=True)[i]["lidar_aug_matrix"] for i in range(3)]
+    assert not all(torch.equal(m, torch.eye(4)) for m in moved)
