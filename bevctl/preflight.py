@@ -122,7 +122,7 @@ def plan_start(
         from bevctl.names import validate_mounts
 
         validate_mounts(os.environ["BEVCTL_EXTRA_MOUNTS"], taken=[phase.container.workdir, phase.container.runs_mount])
-    nproc = max(1, phase.launch.gpus)
+    nproc = phase.launch.processes_per_node
     batch_script = None
     if chosen_where == "container":
         from bevctl import docker
@@ -156,7 +156,7 @@ def _lr_findings(plan: RunPlan, phase_name: str, overrides: list[str] | None) ->
     from bevctl.phases import load_phase
 
     def processes(phase: Any) -> int:
-        return max(1, phase.launch.gpus) * phase.launch.nnodes
+        return phase.launch.processes_per_node * phase.launch.nnodes
 
     try:
         written = load_phase(phase_name, list(overrides or []))

@@ -39,7 +39,7 @@ def render_plan(plan: Any) -> None:
         grid.add_row("new", f"{new}  [dim](total {sum(plan.new_params.values()):,} from scratch)[/]")
     grid.add_row("training", f"{phase.train.epochs} epochs, batch {phase.train.batch_size}/process, {phase.train.precision}, "
                              f"lr {phase.optim.lr:g} ({phase.optim.schedule})")
-    procs = "CPU" if phase.launch.gpus == 0 else f"{plan.nproc} GPU(s)/node"
+    procs = f"{plan.nproc} CPU process(es)/node" if phase.launch.gpus == 0 else f"{plan.nproc} GPU(s)/node"
     grid.add_row("processes", f"{procs} × {phase.launch.nnodes} node(s), {phase.launch.launcher}")
     synth = " (synthetic)" if phase.data.synthetic else ""
     grid.add_row("data", f"{escape(phase.data.root)} {phase.data.version}{synth}")

@@ -215,7 +215,7 @@ def train_command(phase: Union["Phase", str], run_name: str) -> list[str]:
     under torchrun for several GPUs or nodes (the run directory then lives in the host's runs folder)."""
     phase = _load_phase(phase)
     run_dir = f"{phase.container.runs_mount}/{run_name}"
-    return trainer_command(phase, run_dir, max(1, phase.launch.gpus), python="python", torchrun=["torchrun"])
+    return trainer_command(phase, run_dir, phase.launch.processes_per_node, python="python", torchrun=["torchrun"])
 
 
 def docker_run_cmd(spec: dict) -> list[str]:

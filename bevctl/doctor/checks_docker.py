@@ -197,7 +197,7 @@ def check_shm(ctx: Context):
     if ctx.phase is None:
         return "skipped", "no phase given (--phase P)", None
     data, launch, container = ctx.phase.data, ctx.phase.launch, ctx.phase.container
-    procs = max(launch.gpus, 1)
+    procs = launch.processes_per_node
     need = procs * max(data.workers, 1) * SHM_PER_WORKER
     basis = f"{procs} process(es) × {data.workers} workers"
     bad = "fail" if ctx.gpu_phase else "warn"

@@ -42,7 +42,7 @@ def check_torchrun(ctx: Context):
     if phase is not None and phase.launch.nnodes > 1 and not phase.launch.rdzv_endpoint:
         return ("fail", f"{phase.launch.nnodes} nodes but no launch.rdzv_endpoint",
                 "set launch.rdzv_endpoint: HOST:PORT of node 0 (--set launch.rdzv_endpoint=10.0.0.1:29500)")
-    single = phase is not None and max(phase.launch.gpus, 1) == 1 and phase.launch.nnodes == 1
+    single = phase is not None and phase.launch.processes_per_node == 1 and phase.launch.nnodes == 1
     how = "one plain process (no torchrun needed)" if single else f"{short_path(sys.executable)} -m torch.distributed.run"
     return "ok", f"trainer starts as {how}", None
 

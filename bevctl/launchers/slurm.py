@@ -53,6 +53,11 @@ def gpus_per_node(phase: Any) -> int:
     return phase.launch.gpus if spec.gpus_per_node is None else spec.gpus_per_node
 
 
+def processes_per_node(phase: Any) -> int:
+    """One trainer process per GPU; on CPU nodes `launch.cpu_processes`."""
+    return gpus_per_node(phase) or phase.launch.cpu_processes
+
+
 def sbatch_options(phase: Any, run_name: str, run_dir: Path) -> list[str]:
     """The `#SBATCH` options: nodes and tasks from `launch`, the rest from `launch.slurm`."""
     spec = phase.launch.slurm
@@ -94,7 +99,7 @@ def node_command(phase: Any, run_dir: Path, in_container: bool) -> list[str]:
 
     python = "python" if in_container else sys.executable
     program = launchers.program(phase, str(run_dir), python)
-    nproc = max(1, gpus_per_node(phase))
+    nproc = processes_per_node(phase)
     if nproc == 1 and phase.launch.nnodes == 1:
         return program
     torchrun = ["torchrun"] if in_container else [sys.executable, "-m", "torch.distributed.run"]
@@ -128,7 +133,7 @@ def launch_command(phase: Any, run_dir: Path) -> list[str]:
         raise UsageError("torchpack under pyxis is not supported: pyxis containers start only through srun",
                          fix="use launch.slurm.container_runtime=apptainer, or launch.launcher=torchrun")
     program = launchers.program(phase, str(run_dir), "python" if in_container else sys.executable)
-    return torchpack.command(phase, program, max(1, gpus_per_node(phase)), hosts="$hosts", in_container=in_container)
+    return torchpack.command(phase, program, processes_per_node(phase), hosts="$hosts", in_container=in_container)
 
 
 def script(phase: Any, run_name: str, run_dir: Path, project: Path, env: dict[str, str] | None = None) -> str:
@@ -147,7 +152,7 @@ def script(phase: Any, run_name: str, run_dir: Path, project: Path, env: dict[st
     srun_opts, prefix = _container_prefix(phase, _mounts(phase, run_dir, project), workdir)
     command = launch_command(phase, run_dir)
     if phase.launch.launcher == "torchpack":
-        nproc = max(1, gpus_per_node(phase))
+        nproc = processes_per_node(phase)
         lines.append(f'hosts=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/$/:{nproc}/" | paste -sd, -)')
         # mpirun runs in the batch shell, not in a step: the shell passes a stop on and waits for the save.
         lines += [f"{_join([*prefix, *command])} &", "child=$!", "trap 'kill -TERM $child 2>/dev/null || true' TERM",

@@ -86,6 +86,21 @@ def test_dry_run_json_plan(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_cpu_phase_runs_its_cpu_processes_under_torchrun(tmp_path):
+    """The demo trains as 2 one-thread CPU processes; launch.cpu_processes=1 is one plain process."""
+    result = run_cli("start", "demo", "--local", "--dry-run", "--json", "--name", "x", cwd=tmp_path)
+    plan = json.loads(result.stdout)
+    assert plan["nproc_per_node"] == 2
+    assert "--nproc-per-node=2" in plan["command"] and "--standalone" in plan["command"]
+    one = json.loads(run_cli("start", "demo", "--local", "--dry-run", "--json", "--name", "y",
+                             "--set", "launch.cpu_processes=1", cwd=tmp_path).stdout)
+    assert one["nproc_per_node"] == 1 and "torch.distributed.run" not in " ".join(one["command"])
+    shown = run_cli("start", "demo", "--local", "--dry-run", "--name", "z", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert "2 CPU process(es)/node" in shown.stdout + shown.stderr
+    bad = run_cli("start", "demo", "--local", "--dry-run", "--set", "launch.cpu_processes=0", cwd=tmp_path)
+    assert bad.returncode == 2 and "cpu_processes" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_multinode_needs_rendezvous(tmp_path):
     result = run_cli("start", "demo", "--local", "--nnodes", "2", "--dry-run", cwd=tmp_path)
     assert result.returncode == 2 and "--rdzv-endpoint" in result.stderr
