@@ -17,7 +17,7 @@ from tests.safety.hostile import expect_refusal  # noqa: E402
 
 LAYOUTS = ("original", "module", "safetensors", "mmdet3d")
 ONE_STEP = ["--set", "train.epochs=1", "--set", "train.max_iters_per_epoch=1", "--set", "train.eval_interval=0",
-            "--set", "train.batch_size=1", "--set", "data.workers=0"]
+            "--set", "train.batch_size=1", "--set", "data.workers=0", "--set", "launch.cpu_processes=1"]
 
 
 @pytest.fixture(scope="module")

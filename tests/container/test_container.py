@@ -277,8 +277,10 @@ def test_container_runs_as_the_given_user_with_mounts_and_exit_code(docker_engin
 def test_train_command():
     from bevctl.phases import load_phase
 
-    assert container.train_command(load_phase("demo"), "r") == [
+    assert container.train_command(load_phase("demo", ["launch.cpu_processes=1"]), "r") == [
         "python", "-m", "model.train", "--run-dir", "/workspace/bevfusion/runs/r"]
+    two_cpu = container.train_command(load_phase("demo"), "r")  # the demo: 2 one-thread CPU processes
+    assert two_cpu[:2] == ["torchrun", "--nproc-per-node=2"] and "--standalone" in two_cpu
     multi = container.train_command(load_phase("demo", ["launch.gpus=8", "launch.nnodes=2", "launch.rdzv_endpoint=h:29500"]), "r")
     assert multi[:3] == ["torchrun", "--nproc-per-node=8", "--nnodes=2"] and "--rdzv-endpoint=h:29500" in multi
     assert multi[-4:] == ["-m", "model.train", "--run-dir", "/workspace/bevfusion/runs/r"]
@@ -296,6 +298,7 @@ def test_trainer_fills_the_host_run_dir_as_the_user(docker_engine, bevctl_test_i
         os.chown(folder, 1234, 1234)
     overrides = [
         "train.epochs=1", "train.max_iters_per_epoch=1", "train.eval_interval=0", f"data.root={data}",
+        "launch.cpu_processes=1",
         "data.synth.scenes=2", "data.synth.samples_per_scene=2", "data.workers=0", f"run.root={runs}",
     ]
     phase = load_phase("demo", overrides)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from tests.conftest import run_cli
 
-# A demo run of a few quick steps: no evaluation, a log line per step, no loader workers.
-FAST = ["--set", "train.eval_interval=0", "--set", "train.log_interval=1", "--set", "data.workers=0"]
+# A demo run of a few quick steps: no evaluation, a log line per step, no loader workers, one process (the demo's two
+# processes under torchrun are exercised by the stop/resume test and the demo test).
+FAST = ["--set", "train.eval_interval=0", "--set", "train.log_interval=1", "--set", "data.workers=0",
+        "--set", "launch.cpu_processes=1"]
 
 
 def runs_json(cwd: Path, env: dict | None = None) -> dict[str, dict]:

@@ -117,7 +117,8 @@ def _args(repo, weights, manifest, name):
     return ["demo", "--local", "--name", name, "--set", f"trainer.repo={repo}", "--set", "trainer.script=tools/train.py",
             "--set", "trainer.config=configs/toy.py", "--set", f"trainer.manifest={manifest}",
             "--set", f"load_from={weights}", "--set", "expect_missing=[]",
-            "--set", "model.gca=none"]  # the phase describes the checkout's model: watch checks no GCA line
+            "--set", "model.gca=none",  # the phase describes the checkout's model: watch checks no GCA line
+            "--set", "launch.cpu_processes=1"]
 
 
 def test_checkout_trains_and_watch_follows_its_mmengine_log(tmp_path, checkout):

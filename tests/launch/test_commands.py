@@ -85,7 +85,7 @@ def test_sbatch_script_two_nodes_torchrun(tmp_path):
 
 
 def test_sbatch_script_single_cpu_process_has_no_torchrun(tmp_path):
-    phase = load_phase("demo", ["launch.where=slurm"])
+    phase = load_phase("demo", ["launch.where=slurm", "launch.cpu_processes=1"])
     text = slurm.script(phase, "d", tmp_path / "d", Path("/proj"))
     _bash_ok(text, tmp_path)
     srun = [line for line in text.splitlines() if line.startswith("srun ")][0]

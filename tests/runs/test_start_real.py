@@ -40,7 +40,8 @@ def test_start_returns_at_once_and_runs_shows_running_then_finished(tmp_path, sy
 @pytest.mark.slow
 def test_stop_leaves_a_resumable_checkpoint_and_resume_auto_continues(tmp_path, synth):
     common = ["--local", "--name", "d2", "--set", f"data.root={synth}", "--set", "train.epochs=2",
-              "--set", "train.max_iters_per_epoch=8", *FAST]
+              "--set", "train.max_iters_per_epoch=8", *FAST,
+              "--set", "launch.cpu_processes=2"]  # the demo's own launch: stop and resume through torchrun
     assert run_cli("start", "demo", "--yes", *common, cwd=tmp_path).returncode == 0
     run_dir = tmp_path / "runs" / "d2"
     deadline = time.monotonic() + 300
@@ -109,7 +110,7 @@ def test_start_in_a_container_fills_the_host_run_dir(tmp_path, synth, docker_eng
     result = run_cli("start", "demo", "--yes", "--container", "--name", "dc", "--wait",
                      "--set", f"container.image={bevctl_test_image.tag}", "--set", "container.network=none",
                      "--set", f"data.root={synth}", "--set", "train.epochs=1", "--set", "train.max_iters_per_epoch=1",
-                     *FAST, cwd=tmp_path, env=env, timeout=600)
+                     "--set", "launch.cpu_processes=1", *FAST, cwd=tmp_path, env=env, timeout=600)
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "runs" / "dc"
     manifest = json.loads((run_dir / "run.json").read_text())

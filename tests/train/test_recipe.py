@@ -215,7 +215,8 @@ def test_start_preflight_notes_the_lr_when_gpus_change_the_global_batch(tmp_path
     from tests.conftest import run_cli
 
     def checks(*args):
-        result = run_cli("start", "demo", "--dry-run", "--json", "--local", *args, cwd=tmp_path)
+        result = run_cli("start", "demo", "--dry-run", "--json", "--local", "--set", "launch.cpu_processes=1", *args,
+                         cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         return {c["label"]: c for c in json.loads(result.stdout)["checks"]}
 
@@ -223,4 +224,4 @@ def test_start_preflight_notes_the_lr_when_gpus_change_the_global_batch(tmp_path
     note = checks("--gpus", "2")["learning rate"]
     assert note["status"] == "info" and "global batch 4 (phase: 2)" in note["detail"] and "scale_lr=linear" in note["detail"]
     scaled = checks("--gpus", "2", "--set", "optim.scale_lr=linear", "--set", "optim.reference_batch=2")["learning rate"]
-    assert "scaled linearly to 0.01" in scaled["detail"]
+    assert "scaled linearly to 0.006" in scaled["detail"]  # the demo's lr 3e-3 x 4 / 2
