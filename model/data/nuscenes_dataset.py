@@ -27,17 +27,20 @@ _MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 _STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
+# `data.augment` field -> `AugConfig` field; the defaults live in AugConfig (and, equal, in AugmentSpec) only.
+_AUGMENT_FIELDS = {"global_rot": "global_rot", "global_scale": "global_scale",
+                   "global_translate_std": "global_translate_std", "image_rot_deg": "rot_lim_deg",
+                   "image_flip": "image_flip"}
+
+
 def aug_config(spec: Optional[dict]) -> AugConfig:
     """The phase's `data.augment` (a dict of `bevctl.phases.AugmentSpec`) as the transforms' `AugConfig`."""
-    if not spec:
-        return AugConfig()
-    flip = 0.5 if spec.get("flip", True) else 0.0
-    return AugConfig(global_rot=tuple(spec.get("global_rot", (-0.785, 0.785))),
-                     global_scale=tuple(spec.get("global_scale", (0.9, 1.1))),
-                     global_translate_std=float(spec.get("global_translate_std", 0.5)),
-                     flip_x_prob=flip, flip_y_prob=flip,
-                     rot_lim_deg=tuple(spec.get("image_rot_deg", (-5.4, 5.4))),
-                     image_flip=bool(spec.get("image_flip", True)))
+    spec = spec or {}
+    kw = {_AUGMENT_FIELDS[k]: tuple(v) if isinstance(v, (list, tuple)) else v
+          for k, v in spec.items() if k in _AUGMENT_FIELDS}
+    if "flip" in spec:
+        kw["flip_x_prob"] = kw["flip_y_prob"] = 0.5 if spec["flip"] else 0.0
+    return AugConfig(**kw)
 
 
 class NuScenesDataset(Dataset):
