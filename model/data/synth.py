@@ -30,7 +30,7 @@ from model.data.synth_world import CATEGORY_LOOK, SWEEP_PERIOD_S, SceneWorld, pl
 VERSION = "v1.0-mini"
 MARKER = "synth.json"
 # Bumped whenever the same seed would generate different data; a dataset from another generator is reported.
-# 2: LiDAR sees road paint and kerbs, every detection class in every scene, road works closing a lane.
+# 2: LiDAR sees road paint and kerbs, every detection class common, road works closing a lane.
 GENERATOR = 2
 ANNOTATION_RADIUS = 60.0
 
