@@ -303,3 +303,16 @@ def test_absolute_run_name(tmp_path):
 def test_run_name_in_a_phase_file(tmp_path):
     path = _phase(tmp_path, "run:\n  name: ../../x\n")
     _start(tmp_path, path, says=[f"{path}:2", "run.name", "contains '/'"])
+
+
+@pytest.mark.parametrize("item, says", [
+    ("data.augment.global_scale=[0, 1]", "greater than 0"),
+    ("data.augment.global_rot=[-100, 100]", "greater than or equal to -3.1416"),
+    ("data.augment.global_rot=[nan, 0]", "data.augment.global_rot"),
+    ("data.augment.global_rot=[0, 0, 0]", "data.augment.global_rot"),
+    ("data.augment.image_rot=[1, 2]", "data.augment.image_rot"),
+    ("launch.cpu_processes=0", "greater than or equal to 1"),
+    ("launch.cpu_processes=100000", "less than or equal to 256"),
+])
+def test_augmentation_and_cpu_processes_are_bounded(tmp_path, item, says):
+    _start(tmp_path, "demo", "--dry-run", "--set", item, says=[f"--set {item}", says])
