@@ -69,8 +69,14 @@ class ModelSpec(_Strict):
     heatmap_bias_init: Optional[float] = None
 
 
+# The versions the generator writes: their (train, val) splits, and how many scenes fit (the mini split's 10; for
+# trainval, the generator's free map cells)
+SYNTH_SPLITS = {"v1.0-mini": ("mini_train", "mini_val"), "v1.0-trainval": ("train", "val")}
+SYNTH_SCENES_MAX = {"v1.0-mini": 10, "v1.0-trainval": 120}
+
+
 class SynthSpec(_Strict):
-    scenes: int = Field(10, ge=2, le=10)
+    scenes: int = Field(10, ge=2, le=SYNTH_SCENES_MAX["v1.0-trainval"])
     samples_per_scene: int = Field(4, ge=1, le=100)  # a real nuScenes scene has about 40
     seed: int = Field(0, ge=0, le=SEED_MAX)
 
@@ -102,6 +108,19 @@ class DataSpec(_Strict):
     sweeps: int = Field(9, ge=0, le=20)
     cbgs: bool = False  # class-balanced grouping and sampling of the train split (mmdet3d CBGSDataset)
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
+
+    @model_validator(mode="after")
+    def _synth_fits_version(self):
+        if not self.synthetic:
+            return self
+        if self.version not in SYNTH_SCENES_MAX:
+            raise ValueError(f"synthetic data is generated as {' or '.join(SYNTH_SCENES_MAX)}, not {self.version}")
+        most = SYNTH_SCENES_MAX[self.version]
+        if self.synth.scenes > most:
+            raise ValueError(f"data.synth.scenes is {self.synth.scenes}, but {self.version} has room for {most}"
+                             + (" (use data.version v1.0-trainval with splits train / val for more)"
+                                if self.version == "v1.0-mini" else ""))
+        return self
 
 
 class OptimSpec(_Strict):

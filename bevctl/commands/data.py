@@ -14,13 +14,14 @@ SEED_MAX = 2**32 - 1
 @app.command("synth")
 def synth(
     out: Annotated[Path, typer.Option("--out", metavar="FOLDER", help="Folder to write the dataset into (absent or empty).")],
-    scenes: Annotated[int, typer.Option("--scenes", metavar="N", help="Number of scenes, 2-10 (official mini split names).")] = 10,
+    scenes: Annotated[int, typer.Option("--scenes", metavar="N", help="Number of scenes: 2-10 for v1.0-mini, 2-120 for v1.0-trainval.")] = 10,
     samples_per_scene: Annotated[int, typer.Option("--samples-per-scene", metavar="N", help=f"Key frames per scene (2 Hz), 1-{SAMPLES_MAX}.")] = 4,
     seed: Annotated[int, typer.Option("--seed", metavar="SEED", help="Seed: the same seed gives the same dataset.")] = 0,
     sweeps: Annotated[int, typer.Option("--sweeps", metavar="N", help="LiDAR sweeps (20 Hz) stored before each key frame, 0-9.")] = 2,
+    version: Annotated[str, typer.Option("--version", metavar="VERSION", help="v1.0-mini (splits mini_train / mini_val) or v1.0-trainval (train / val): official scene names of that version.")] = "v1.0-mini",
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ) -> None:
-    """Generate a synthetic dataset in the real nuScenes layout (v1.0-mini tables, LiDAR, six cameras, map expansion).
+    """Generate a synthetic dataset in the real nuScenes layout (tables, LiDAR, six cameras, map expansion).
 
     Objects are boxes of the ten detection classes seen by a simulated LiDAR and painted into the camera images
     with the real nuScenes calibration, so a model can learn from it. A folder that already holds a dataset is
@@ -28,10 +29,15 @@ def synth(
     locked: a second `data synth` into the same folder refuses at once.
     """
     from bevctl.errors import EnvironmentUnusable, UsageError
+    from bevctl.phases import SYNTH_SCENES_MAX
 
-    if not 2 <= scenes <= 10:
-        raise UsageError(f"--scenes must be between 2 and 10 (the mini split has 10 scenes), got {scenes}",
-                         fix="pass e.g. --scenes 10")
+    if version not in SYNTH_SCENES_MAX:
+        raise UsageError(f"--version must be one of {', '.join(SYNTH_SCENES_MAX)}, got {version!r}",
+                         fix="pass --version v1.0-mini or --version v1.0-trainval")
+    if not 2 <= scenes <= SYNTH_SCENES_MAX[version]:
+        raise UsageError(f"--scenes must be between 2 and {SYNTH_SCENES_MAX[version]} for {version}, got {scenes}",
+                         fix="pass e.g. --scenes 10" + (", or --version v1.0-trainval for more scenes"
+                                                        if version == "v1.0-mini" else ""))
     if not 1 <= samples_per_scene <= SAMPLES_MAX:
         raise UsageError(f"--samples-per-scene must be between 1 and {SAMPLES_MAX}, got {samples_per_scene}",
                          fix="pass e.g. --samples-per-scene 4")
@@ -62,7 +68,7 @@ def synth(
         _refuse_foreign(out)
         try:
             summary = synth_mod.generate(out, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
-                                         sweeps=sweeps, progress=None)
+                                         sweeps=sweeps, progress=None, version=version)
         except OSError as exc:
             if synth_mod.dataset_exists(out):  # a trainer generated it at the same moment (it takes no lock)
                 return _report_existing(out, synth_mod, json_out)
@@ -197,6 +203,7 @@ def _report_existing(out: Path, synth_mod, json_out: bool) -> None:
 
 def _report_generated(out: Path, summary: dict, json_out: bool) -> None:
     from bevctl.console import err, escape, print_json
+    from bevctl.phases import SYNTH_SPLITS
 
     summary["generated"] = True
     if json_out:
@@ -205,5 +212,6 @@ def _report_generated(out: Path, summary: dict, json_out: bool) -> None:
         err().print(
             f"wrote synthetic nuScenes to {escape(str(out))}: {summary['scenes']} scenes, {summary['samples']} samples, "
             f"{summary['annotations']} boxes in {summary['seconds']:.1f} s\n"
-            f"use it with data.root={escape(str(out))}, data.version={summary['version']}, splits mini_train / mini_val"
+            f"use it with data.root={escape(str(out))}, data.version={summary['version']}, "
+            f"splits {' / '.join(SYNTH_SPLITS[summary['version']])}"
         )

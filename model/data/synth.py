@@ -1,10 +1,12 @@
 """Synthetic nuScenes: a small dataset in the real nuScenes layout, deterministic from a seed.
 
-`ensure_dataset(root, scenes=10, samples_per_scene=4, seed=0, sweeps=2)` writes (once) a `v1.0-mini` tree:
-the 13 JSON tables with consistent tokens, `samples/LIDAR_TOP/*.pcd.bin` (5 float32 per point: x, y, z,
+`ensure_dataset(root, scenes=10, samples_per_scene=4, seed=0, sweeps=2, version="v1.0-mini")` writes (once) a
+nuScenes tree: the 13 JSON tables with consistent tokens, `samples/LIDAR_TOP/*.pcd.bin` (5 float32 per point: x, y, z,
 intensity, ring), `sweeps/LIDAR_TOP/*.pcd.bin`, six 1600×900 JPEGs per sample with the real rig calibration,
-`maps/expansion/<location>.json` (map expansion v1.3) and the basemap PNGs the `map` table names. Scenes take the
-official mini split names, so `nuscenes.utils.splits` resolves `mini_train` / `mini_val`.
+`maps/expansion/<location>.json` (map expansion v1.3) and the basemap PNGs the `map` table names. Scenes take
+official scene names, so `nuscenes.utils.splits` resolves the splits: `v1.0-mini` (up to 10 scenes, `mini_train` /
+`mini_val`) or `v1.0-trainval` (up to 120 scenes, `train` / `val`; more scenes of fewer frames each is more variety
+for the same number of samples).
 
 The dataset is written to a temporary folder next to `root` and renamed into place, so an interrupted run leaves
 nothing half-written and concurrent callers (several ranks) end up with one complete copy.
@@ -12,6 +14,7 @@ nothing half-written and concurrent callers (several ranks) end up with one comp
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -22,12 +25,14 @@ from typing import Optional
 
 import numpy as np
 
+from bevctl.phases import SYNTH_SCENES_MAX, SYNTH_SPLITS
 from model.data.geometry import apply, points_in_boxes, rigid_inv, transform, yaw_to_quat
 from model.data.rig import CAMERA_CALIB, CAMERAS, IMAGE_HEIGHT, IMAGE_WIDTH, LIDAR
 from model.data.synth_map import MapBuilder, token
 from model.data.synth_world import CATEGORY_LOOK, SWEEP_PERIOD_S, SceneWorld, plan_scene
 
-VERSION = "v1.0-mini"
+VERSION = "v1.0-mini"  # the default
+SPLITS = SYNTH_SPLITS  # version -> (train, val) devkit split names; the generated scenes take their names from them
 MARKER = "synth.json"
 # Bumped whenever the same seed would generate different data; a dataset from another generator is reported.
 # 2: LiDAR sees road paint and kerbs, every detection class common, road works closing a lane.
@@ -72,34 +77,38 @@ ATTRIBUTES = [
 VISIBILITY = [("1", "v0-40"), ("2", "v40-60"), ("3", "v60-80"), ("4", "v80-100")]
 
 
-def scene_names(scenes: int) -> list[str]:
-    """The official mini scenes: about a fifth (at least one) from mini_val, the rest from mini_train."""
-    from nuscenes.utils.splits import mini_train, mini_val
+def scene_names(scenes: int, version: str = VERSION) -> list[str]:
+    """Official scene names of `version`: about the split's share (at least one) from val, the rest from train."""
+    from nuscenes.utils import splits
 
-    if not 2 <= scenes <= len(mini_train) + len(mini_val):
-        raise ValueError(f"scenes must be between 2 and {len(mini_train) + len(mini_val)} (the mini split), got {scenes}")
-    n_val = max(1, round(scenes * len(mini_val) / (len(mini_train) + len(mini_val))))
-    return list(mini_train[: scenes - n_val]) + list(mini_val[:n_val])
+    train, val = (getattr(splits, name) for name in SPLITS[version])
+    most = SYNTH_SCENES_MAX[version]
+    if not 2 <= scenes <= most:
+        raise ValueError(f"scenes must be between 2 and {most} for {version}, got {scenes}")
+    n_val = max(1, round(scenes * len(val) / (len(train) + len(val))))
+    return list(train[: scenes - n_val]) + list(val[:n_val])
 
 
-def dataset_exists(root: Path | str) -> bool:
-    return (Path(root) / VERSION / "scene.json").is_file() and (Path(root) / VERSION / "sample_data.json").is_file()
+def dataset_exists(root: Path | str, version: Optional[str] = None) -> bool:
+    """Whether `root` holds the tables of `version` (of any version the generator writes when None)."""
+    return any((Path(root) / v / "scene.json").is_file() and (Path(root) / v / "sample_data.json").is_file()
+               for v in ([version] if version else SPLITS))
 
 
 def ensure_dataset(root, scenes: int = 10, samples_per_scene: int = 4, seed: int = 0, sweeps: int = 2,
                    progress: Optional[bool] = None, version: str = VERSION, config=None) -> Path:
     """Generate the synthetic dataset at `root` unless a dataset is already there (then a no-op).
 
-    `version` must be v1.0-mini (what is generated); `config` (a model config) is accepted for symmetry with the
-    loader: the dataset does not depend on the model geometry. User-fixable problems raise `UsageError`.
+    `version` is v1.0-mini or v1.0-trainval; `config` (a model config) is accepted for symmetry with the loader: the
+    dataset does not depend on the model geometry. User-fixable problems raise `UsageError`.
     """
     from bevctl.errors import UsageError
 
     root = Path(root).expanduser()
-    if version != VERSION:
-        raise UsageError(f"synthetic data is generated as {VERSION}, but data.version is {version}",
+    if version not in SPLITS:
+        raise UsageError(f"synthetic data is generated as {' or '.join(SPLITS)}, but data.version is {version}",
                          fix=f"set data.version: {VERSION} (and the splits mini_train / mini_val)")
-    if dataset_exists(root):
+    if dataset_exists(root, version):
         _warn_if_different(root, generator=GENERATOR, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
                            sweeps=sweeps)
         return root
@@ -107,7 +116,8 @@ def ensure_dataset(root, scenes: int = 10, samples_per_scene: int = 4, seed: int
         raise UsageError(f"data root {root} is not empty and holds no nuScenes dataset",
                          fix="point data.root at a new folder for the synthetic data")
     try:
-        generate(root, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed, sweeps=sweeps, progress=progress)
+        generate(root, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed, sweeps=sweeps, progress=progress,
+                 version=version)
     except ValueError as exc:
         raise UsageError(f"cannot generate synthetic data: {exc}", fix="check data.synth in the phase") from None
     return root
@@ -131,27 +141,30 @@ def _warn_if_different(root: Path, **wanted) -> None:
 
 
 def generate(root, scenes: int = 10, samples_per_scene: int = 4, seed: int = 0, sweeps: int = 2,
-             progress: Optional[bool] = None) -> dict:
+             progress: Optional[bool] = None, version: str = VERSION) -> dict:
     """Write a fresh synthetic dataset at `root` (which must be absent or empty); returns a summary dict."""
     root = Path(root)
     if samples_per_scene < 1:
         raise ValueError("samples_per_scene must be at least 1")
     if not 0 <= sweeps <= 9:
         raise ValueError("sweeps must be between 0 and 9 (LiDAR sweeps between two 2 Hz key frames)")
-    names = scene_names(scenes)
+    if version not in SPLITS:
+        raise ValueError(f"version must be one of {', '.join(SPLITS)}, got {version}")
+    names = scene_names(scenes, version)
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
     started = time.perf_counter()
     try:
-        summary = _write(tmp, names, samples_per_scene, seed, sweeps, _progress(progress, len(names) * samples_per_scene))
+        summary = _write(tmp, version, names, samples_per_scene, seed, sweeps,
+                         _progress(progress, len(names) * samples_per_scene))
         if root.exists():
             root.rmdir()  # empty (checked above)
         try:
             os.rename(tmp, root)
         except OSError:
-            if not dataset_exists(root):  # someone else finished first: keep theirs
+            if not dataset_exists(root, version):  # someone else finished first: keep theirs
                 raise
     finally:
         if tmp.exists():
@@ -203,7 +216,7 @@ def _progress(wanted: Optional[bool], total: int):
     return _RichProgress(total) if wanted else _NoProgress()
 
 
-def _write(root: Path, names: list[str], samples: int, seed: int, sweeps: int, progress) -> dict:
+def _write(root: Path, version: str, names: list[str], samples: int, seed: int, sweeps: int, progress) -> dict:
     import cv2
 
     root.mkdir(parents=True)
@@ -226,11 +239,20 @@ def _write(root: Path, names: list[str], samples: int, seed: int, sweeps: int, p
 
     maps: dict[str, MapBuilder] = {}
     counts = {"samples": 0, "annotations": 0, "lidar_points": 0}
-    with progress as bar:
-        for index, name in enumerate(names):
-            world = plan_scene(index, name, seed, samples, sweeps)
-            maps.setdefault(world.location, MapBuilder(world.location, seed)).add_scene(world)
-            _write_scene(root, world, seed, tables, cat_tok, attr_tok, sensor_tok, counts, cv2, bar)
+    mini = version == VERSION
+    jobs = [(root, index, name, seed, samples, sweeps, mini, cat_tok, attr_tok, sensor_tok)
+            for index, name in enumerate(names)]
+    for index, name in enumerate(names):
+        world = plan_scene(index, name, seed, samples, sweeps, mini)
+        maps.setdefault(world.location, MapBuilder(world.location, seed)).add_scene(world)
+    with progress as bar, _scene_pool(len(names) * samples) as pool:
+        # In scene order whatever the pool, so the tables (and every byte written) do not depend on it.
+        for rows, scene_counts in (pool.imap(_scene_job, jobs) if pool else map(_scene_job, jobs)):
+            for table, new_rows in rows.items():
+                tables[table] += new_rows
+            for key, value in scene_counts.items():
+                counts[key] += value
+            bar.advance(samples)
 
     for location, builder in maps.items():
         builder.write(root)
@@ -241,10 +263,10 @@ def _write(root: Path, names: list[str], samples: int, seed: int, sweeps: int, p
         logs = [lg["token"] for lg in tables["log"] if lg["location"] == location]
         tables["map"].append({"category": "semantic_prior", "token": map_token, "filename": str(png), "log_tokens": logs})
 
-    (root / VERSION).mkdir()
+    (root / version).mkdir()
     for name, rows in tables.items():
-        (root / VERSION / f"{name}.json").write_text(json.dumps(rows, indent=0), encoding="utf-8")
-    summary = {"version": VERSION, "generator": GENERATOR, "scenes": len(names), "scene_names": names, "samples_per_scene": samples,
+        (root / version / f"{name}.json").write_text(json.dumps(rows, indent=0), encoding="utf-8")
+    summary = {"version": version, "generator": GENERATOR, "scenes": len(names), "scene_names": names, "samples_per_scene": samples,
                "sweeps": sweeps, "seed": seed, "samples": counts["samples"], "annotations": counts["annotations"],
                "mean_lidar_points": int(counts["lidar_points"] / max(counts["samples"], 1)),
                "image_size": [IMAGE_WIDTH, IMAGE_HEIGHT], "maps": sorted(maps)}
@@ -252,7 +274,45 @@ def _write(root: Path, names: list[str], samples: int, seed: int, sweeps: int, p
     return summary
 
 
-def _write_scene(root, w: SceneWorld, seed, tables, cat_tok, attr_tok, sensor_tok, counts, cv2, bar) -> None:
+# Rendering six 1600x900 images and casting LiDAR per frame is most of the work, and scenes are independent: a
+# dataset of more than this many frames is written by two processes (spawned: the caller may be a trainer rank
+# with threads running, where forking is unsafe).
+POOL_FROM_FRAMES = 40
+
+
+class _scene_pool:
+    def __init__(self, frames: int):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.processes = min(2, cores) if frames >= POOL_FROM_FRAMES else 1
+        self.pool = None
+
+    def __enter__(self):
+        if self.processes > 1:
+            import multiprocessing
+
+            self.pool = multiprocessing.get_context("spawn").Pool(self.processes)
+        return self.pool
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.terminate() if exc[0] else self.pool.close()
+            self.pool.join()
+        return False
+
+
+def _scene_job(job) -> tuple[dict[str, list], dict[str, int]]:
+    """Plan and write one scene's files; its table rows and counts come back to be appended in scene order."""
+    import cv2
+
+    root, index, name, seed, samples, sweeps, mini, cat_tok, attr_tok, sensor_tok = job
+    world = plan_scene(index, name, seed, samples, sweeps, mini)
+    rows: dict[str, list] = collections.defaultdict(list)
+    counts = {"samples": 0, "annotations": 0, "lidar_points": 0}
+    _write_scene(root, world, seed, rows, cat_tok, attr_tok, sensor_tok, counts, cv2)
+    return dict(rows), counts
+
+
+def _write_scene(root, w: SceneWorld, seed, tables, cat_tok, attr_tok, sensor_tok, counts, cv2) -> None:
     from model.data.synth_sensors import GroundSurface, Painter, cast_lidar
 
     rng = np.random.default_rng([seed, w.index, 11])
@@ -349,7 +409,6 @@ def _write_scene(root, w: SceneWorld, seed, tables, cat_tok, attr_tok, sensor_to
                                  "height": IMAGE_HEIGHT, "width": IMAGE_WIDTH, "filename": fname,
                                  "prev": "", "next": ""})
         counts["samples"] += 1
-        bar.advance(1)
 
     for chain in [lidar_chain, *cam_chain.values()]:
         _link(chain)

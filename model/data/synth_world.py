@@ -57,6 +57,31 @@ MAP_DIMS = {
     "singapore-queenstown": (3228.6, 3687.1),
     "boston-seaport": (2979.5, 2118.1),
 }
+# Scenes of one map sit in separate 400 m cells (inside a 400 m margin) so their roads do not interfere.
+CELL_M = 400.0
+
+
+def _cells(location: str) -> list[tuple[int, int]]:
+    width, height = MAP_DIMS[location]
+    return [(col, row) for row in range(int(height // CELL_M) - 1) for col in range(int(width // CELL_M) - 1)]
+
+
+# Scenes without a known location (beyond the mini split) take the maps' cells in turn, one map after the other.
+_FREE_CELLS = [(loc, cell) for k in range(max(len(_cells(m)) for m in MAP_DIMS))
+               for loc in MAP_DIMS for cell in _cells(loc)[k:k + 1]]
+MAX_SCENES = len(_FREE_CELLS)
+
+
+def scene_place(index: int, name: str, mini: bool = True) -> tuple[str, tuple[int, int]]:
+    """The map and 400 m cell of the scene at `index`: in a mini dataset the scene's own map, else the next free
+    cell (the train / val lists hold the mini scenes too: their own maps would collide with the free cells)."""
+    if mini and name in SCENE_LOCATION:
+        location = SCENE_LOCATION[name]
+        cells = _cells(location)
+        return location, cells[index % len(cells)]
+    if index >= MAX_SCENES:
+        raise ValueError(f"at most {MAX_SCENES} synthetic scenes fit on the four maps, got scene {index + 1}")
+    return _FREE_CELLS[index]
 
 
 @dataclass
@@ -115,15 +140,10 @@ class SceneWorld:
         return self.t0_us + int(round(t * 1e6))
 
 
-def plan_scene(index: int, name: str, seed: int, samples: int, sweeps: int) -> SceneWorld:
+def plan_scene(index: int, name: str, seed: int, samples: int, sweeps: int, mini: bool = True) -> SceneWorld:
     rng = np.random.default_rng([seed, index, 7])
-    location = SCENE_LOCATION.get(name, "boston-seaport")
-    dims = MAP_DIMS[location]
-    # Scenes of one map sit in separate 400 m cells so their roads do not interfere.
-    cell = 400.0
-    cols = int(dims[0] // cell) - 1
-    origin = np.array([cell * (1 + index % cols), cell * (1 + (index // cols) % (int(dims[1] // cell) - 1))], float)
-    origin += rng.uniform(-30, 30, size=2)
+    location, (col, row) = scene_place(index, name, mini)
+    origin = np.array([CELL_M * (1 + col), CELL_M * (1 + row)], float) + rng.uniform(-30, 30, size=2)
     heading = float(rng.uniform(-np.pi, np.pi))
     ego_speed = float(rng.choice([0.0, rng.uniform(2, 5), rng.uniform(5, 9)], p=[0.15, 0.35, 0.5]))
     duration = (samples - 1) * SAMPLE_PERIOD_S

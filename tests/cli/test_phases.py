@@ -125,7 +125,8 @@ def test_empty_mapping_and_scalar_for_a_section_are_refused():
 
 
 def test_text_fields_take_the_text_as_typed():
-    phase = load_phase("demo", ["run.name=007", "data.version=1.0", "description=a: b", "load_from=null"])
+    phase = load_phase("demo", ["run.name=007", "data.synthetic=false", "data.version=1.0", "description=a: b",
+                                "load_from=null"])
     assert (phase.run.name, phase.data.version, phase.description, phase.load_from) == ("007", "1.0", "a: b", None)
     assert load_phase("demo", ["description='quoted'"]).description == "quoted"
 

@@ -36,7 +36,9 @@ def test_synth_human_output_goes_to_stderr(tmp_path):
 @pytest.mark.parametrize(
     "extra, words",
     [
-        (("--scenes", "11"), "--scenes must be between 2 and 10"),
+        (("--scenes", "11"), "--scenes must be between 2 and 10 for v1.0-mini"),
+        (("--version", "v1.0-trainval", "--scenes", "121"), "--scenes must be between 2 and 120 for v1.0-trainval"),
+        (("--version", "v1.0-test"), "--version must be one of v1.0-mini, v1.0-trainval"),
         (("--sweeps", "12"), "--sweeps must be between 0 and 9"),
     ],
 )
@@ -45,6 +47,15 @@ def test_synth_bad_arguments_are_one_line(tmp_path, extra, words):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in result.stderr
+
+
+def test_synth_trainval_names_the_train_and_val_splits(tmp_path):
+    out = tmp_path / "tv"
+    result = run_cli("data", "synth", "--out", str(out), "--version", "v1.0-trainval", "--scenes", "12",
+                     "--samples-per-scene", "1", "--sweeps", "0")
+    assert result.returncode == 0, result.stderr
+    assert "data.version=v1.0-trainval" in result.stderr and "splits train / val" in result.stderr
+    assert (out / "v1.0-trainval" / "scene.json").is_file() and not (out / "v1.0-mini").exists()
 
 
 def test_synth_refuses_a_folder_with_other_content(tmp_path):

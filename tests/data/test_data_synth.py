@@ -178,8 +178,8 @@ def test_ensure_dataset_refuses_what_it_cannot_do(tmp_path):
     from bevctl.errors import UsageError
     from model.data.synth import ensure_dataset
 
-    with pytest.raises(UsageError, match="v1.0-mini"):
-        ensure_dataset(tmp_path / "a", version="v1.0-trainval")
+    with pytest.raises(UsageError, match="v1.0-mini or v1.0-trainval"):
+        ensure_dataset(tmp_path / "a", version="v1.0-test")
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "x.txt").write_text("x")
     with pytest.raises(UsageError, match="not empty"):
@@ -245,3 +245,47 @@ def test_a_dataset_of_an_older_generator_is_reported(tmp_path):
     (root / MARKER).write_text(json.dumps(marker))
     with pytest.warns(UserWarning, match="generator"):
         ensure_dataset(root, **SMALL, progress=False)
+
+
+def test_trainval_scenes_are_official_names_on_separate_map_cells(tmp_path):
+    """More scenes than the mini split holds: v1.0-trainval takes train / val scene names, the devkit resolves both
+    splits and its official evaluation finds the val samples; no two scenes share a map cell (their roads would mix
+    into each other's map ground truth)."""
+    from nuscenes import NuScenes
+    from nuscenes.utils.splits import create_splits_scenes
+
+    from bevctl.phases import SYNTH_SCENES_MAX
+    from model.data.synth import generate, scene_names
+    from model.data.synth_world import MAX_SCENES, plan_scene, scene_place
+
+    assert SYNTH_SCENES_MAX["v1.0-trainval"] <= MAX_SCENES
+    names = scene_names(120, "v1.0-trainval")
+    splits = create_splits_scenes()
+    assert len(set(names)) == 120 and set(names) <= set(splits["train"]) | set(splits["val"])
+    assert 15 <= len(set(names) & set(splits["val"])) <= 25  # the split's share, about 18 %
+    assert set(names) & {"scene-0061", "scene-0553"}  # mini scenes are in the train list too
+    places = [scene_place(i, n, mini=False) for i, n in enumerate(names)]
+    assert len(set(places)) == len(places)
+    assert {loc for loc, _ in places} == {"singapore-onenorth", "singapore-hollandvillage", "singapore-queenstown",
+                                          "boston-seaport"}
+    with pytest.raises(ValueError, match="between 2 and 120"):
+        scene_names(121, "v1.0-trainval")
+    # Mini scenes keep their own maps (and so the data of generator 2).
+    assert plan_scene(0, "scene-0061", 0, 1, 0).location == "singapore-onenorth"
+
+    summary = generate(tmp_path / "tv", scenes=12, samples_per_scene=1, sweeps=0, seed=0, progress=False,
+                       version="v1.0-trainval")
+    assert summary["version"] == "v1.0-trainval" and summary["samples"] == 12
+    nusc = NuScenes(version="v1.0-trainval", dataroot=str(tmp_path / "tv"), verbose=False)
+    scene_of = {s["token"]: s["name"] for s in nusc.scene}
+    val = [s for s in nusc.sample if scene_of[s["scene_token"]] in splits["val"]]
+    train = [s for s in nusc.sample if scene_of[s["scene_token"]] in splits["train"]]
+    assert len(val) == 2 and len(train) == 10
+
+    from nuscenes.eval.common.config import config_factory
+    from nuscenes.eval.common.loaders import load_gt
+    from nuscenes.eval.detection.data_classes import DetectionBox
+
+    gt = load_gt(nusc, "val", DetectionBox, verbose=False)
+    assert set(gt.sample_tokens) == {s["token"] for s in val} and len(gt.all) > 0
+    assert config_factory("detection_cvpr_2019")  # the config the trainer evaluates with

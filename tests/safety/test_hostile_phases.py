@@ -217,6 +217,16 @@ def test_synthetic_scene_length_is_capped(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("extra, says", [
+    (("--set", "data.synth.scenes=50"), ["data.synth.scenes is 50", "v1.0-mini has room for 10", "v1.0-trainval"]),
+    (("--set", "data.version=v1.0-trainval", "--set", "data.synth.scenes=500"), ["data.synth.scenes", "120"]),
+    (("--set", "data.version=v1.0-test"), ["synthetic data is generated as v1.0-mini or v1.0-trainval"]),
+])
+def test_synthetic_scene_count_fits_the_version(tmp_path, extra, says):
+    _start(tmp_path, "demo", *extra, says=says)
+
+
+@pytest.mark.slow
 def test_node_rank_outside_the_nodes(tmp_path):
     _start(tmp_path, "demo", "--set", "launch.node_rank=2", says=["--set launch.node_rank=2", "not below nnodes 1"])
 
