@@ -15,7 +15,7 @@ from tests.helpers.docker_engine import bevctl_test_image, docker_base, docker_e
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("data") / "nuscenes-synth"
-    result = run_cli("data", "synth", "--out", str(root), "--scenes", "10", "--samples-per-scene", "2", timeout=600)
+    result = run_cli("data", "synth", "--out", str(root), "--version", "v1.0-trainval", "--scenes", "10", "--samples-per-scene", "2", timeout=600)
     assert result.returncode == 0, result.stderr
     return root
 

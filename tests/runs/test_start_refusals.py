@@ -67,7 +67,7 @@ def test_missing_real_data_root(tmp_path):
     result = run_cli("start", "demo", "--local", "--set", "data.synthetic=false", "--set", "data.root=nowhere",
                      "--yes", "--dry-run", cwd=tmp_path)
     assert result.returncode == 1
-    assert "nowhere holds no v1.0-mini tables" in result.stderr
+    assert "nowhere holds no v1.0-trainval tables" in result.stderr
 
 
 def test_resume_auto_without_checkpoint(tmp_path):

@@ -356,7 +356,7 @@ def test_the_trainer_ends_a_run_failed_with_the_reason_when_its_save_fails(tmp_p
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data") / "nuscenes-synth"
-    result = run_cli("data", "synth", "--out", str(root), "--scenes", "10", "--samples-per-scene", "1", timeout=900)
+    result = run_cli("data", "synth", "--out", str(root), "--version", "v1.0-trainval", "--scenes", "10", "--samples-per-scene", "1", timeout=900)
     assert result.returncode == 0, result.stderr
     return root
 

@@ -15,7 +15,7 @@ import torch
 from model.evaluate import MAP_THRESHOLDS, boxes_to_global, map_metrics, seg_counts
 
 ROOT = Path(__file__).resolve().parents[2]
-SYNTH = ROOT / "data" / "nuscenes-synth"
+SYNTH = ROOT / "data" / "nuscenes-synth-trainval"
 
 
 def test_boxes_to_global_undoes_augmentation_and_applies_poses():
@@ -80,7 +80,7 @@ def demo_phase():
 
     phase = load_phase("demo", [f"data.root={SYNTH}", "data.workers=0"])
     ensure_dataset(SYNTH, scenes=phase.data.synth.scenes, samples_per_scene=phase.data.synth.samples_per_scene,
-                   seed=phase.data.synth.seed, sweeps=phase.data.sweeps)
+                   seed=phase.data.synth.seed, sweeps=phase.data.sweeps, version=phase.data.version)
     return phase
 
 

@@ -222,6 +222,6 @@ def test_start_preflight_notes_the_lr_when_gpus_change_the_global_batch(tmp_path
 
     assert "learning rate" not in checks()
     note = checks("--gpus", "2")["learning rate"]
-    assert note["status"] == "info" and "global batch 4 (phase: 2)" in note["detail"] and "scale_lr=linear" in note["detail"]
-    scaled = checks("--gpus", "2", "--set", "optim.scale_lr=linear", "--set", "optim.reference_batch=2")["learning rate"]
-    assert "scaled linearly to 0.006" in scaled["detail"]  # the demo's lr 3e-3 x 4 / 2
+    assert note["status"] == "info" and "global batch 2 (phase: 1)" in note["detail"] and "scale_lr=linear" in note["detail"]
+    scaled = checks("--gpus", "2", "--set", "optim.scale_lr=linear", "--set", "optim.reference_batch=1")["learning rate"]
+    assert "scaled linearly to 0.004" in scaled["detail"]  # the demo's lr 2e-3 x 2 / 1

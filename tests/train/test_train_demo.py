@@ -17,7 +17,7 @@ import torch
 from bevctl import runs
 
 ROOT = Path(__file__).resolve().parents[2]
-SYNTH = ROOT / "data" / "nuscenes-synth"  # the demo phases' root; generated once and shared
+SYNTH = ROOT / "data" / "nuscenes-synth-trainval"  # the demo phases' root; generated once and shared
 
 
 def train(run_dir: Path, phase: str, *sets: str, timeout: int = 900, torchrun: int = 0,

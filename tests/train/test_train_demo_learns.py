@@ -1,9 +1,10 @@
 """The project's proof that the bundled model learns: the demo phase as shipped (tiny BEVFusion with task GCA on
-the synthetic nuScenes split, two CPU processes), started the way `make demo` starts it, gets better at both tasks
-across its evaluations (nuScenes devkit mAP; map mean IoU at the best threshold).
+the synthetic nuScenes-format data, two CPU processes), started the way `make demo` starts it, gets better at both
+tasks across its evaluations (nuScenes devkit mAP; map mean IoU at the best threshold).
 
-Map: issue 14's goal, mIoU >= 0.40 (measured 0.490). Detection: the measured level with a margin (mAP 0.178
-measured; the floor is 0.15), not yet the goal of 0.30. How long it takes is measured in the README, not here.
+Map: issue 14's goal is mIoU >= 0.40; the floor here is the measured level (0.675) with a margin. Detection: the
+measured level with a margin (mAP 0.259 measured; the floor is 0.22), not yet the goal of 0.30. How long it takes is
+measured in the README, not here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from bevctl import runs
 from tests.conftest import ROOT
 
-SYNTH = ROOT / "data" / "nuscenes-synth"
+SYNTH = ROOT / "data" / "nuscenes-synth-trainval"
 
 
 @pytest.mark.slow
@@ -31,12 +32,12 @@ def test_demo_phase_learns_detection_and_map_segmentation(tmp_path):
     assert next(e for e in events if e["kind"] == "run_start")["world_size"] == 2
     train = [e for e in events if e["kind"] == "train"]
     val = [e for e in events if e["kind"] == "val"]
-    assert len(val) >= 3, "the demo evaluates several times"
+    assert len(val) >= 2, "the demo evaluates more than once"
     maps = [v["object/map"] for v in val]
     ious = [v["map/mean/iou@max"] for v in val]
-    assert maps[-1] >= 0.15, maps
-    assert ious[-1] >= 0.40, ious
+    assert maps[-1] >= 0.22, maps
+    assert ious[-1] >= 0.60, ious
     # rising: the last evaluation beats the first and is not a collapse from an earlier best
-    assert maps[-1] > 2 * maps[0] and maps[-1] >= 0.9 * max(maps), maps
+    assert maps[-1] > 1.3 * maps[0] and maps[-1] >= 0.9 * max(maps), maps
     assert ious[-1] > ious[0] and ious[-1] >= 0.95 * max(ious), ious
     assert train[-1]["loss"] < 0.5 * train[0]["loss"]

@@ -276,7 +276,8 @@ def test_unreadable_checkpoint_is_one_clear_error(tmp_path):
 
 def test_run_writes_the_contract(tmp_path):
     run = tmp_path / "run"
-    code, out, err = finish(trainer(run, "train.epochs=2", "train.log_interval=2", "train.max_keep=1"))
+    code, out, err = finish(trainer(run, "train.epochs=2", "train.batch_size=2", "train.log_interval=2",
+                                    "train.max_keep=1"))
     assert code == 0, err
     manifest = runs.read_manifest(run)
     assert manifest["status"] == "finished" and manifest["exit_code"] == 0 and manifest["ended_at"]
