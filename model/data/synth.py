@@ -112,6 +112,9 @@ def ensure_dataset(root, scenes: int = 10, samples_per_scene: int = 4, seed: int
         _warn_if_different(root, generator=GENERATOR, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
                            sweeps=sweeps)
         return root
+    if dataset_exists(root):
+        raise UsageError(f"data root {root} holds a synthetic dataset of another version, not {version}",
+                         fix="point data.root at a new folder, or delete this one to regenerate it")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise UsageError(f"data root {root} is not empty and holds no nuScenes dataset",
                          fix="point data.root at a new folder for the synthetic data")
@@ -245,7 +248,7 @@ def _write(root: Path, version: str, names: list[str], samples: int, seed: int, 
     for index, name in enumerate(names):
         world = plan_scene(index, name, seed, samples, sweeps, mini)
         maps.setdefault(world.location, MapBuilder(world.location, seed)).add_scene(world)
-    with progress as bar, _scene_pool(len(names) * samples) as pool:
+    with progress as bar, _ScenePool(len(names) * samples) as pool:
         # In scene order whatever the pool, so the tables (and every byte written) do not depend on it.
         for rows, scene_counts in (pool.imap(_scene_job, jobs) if pool else map(_scene_job, jobs)):
             for table, new_rows in rows.items():
@@ -280,7 +283,7 @@ def _write(root: Path, version: str, names: list[str], samples: int, seed: int, 
 POOL_FROM_FRAMES = 40
 
 
-class _scene_pool:
+class _ScenePool:
     def __init__(self, frames: int):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.processes = min(2, cores) if frames >= POOL_FROM_FRAMES else 1
@@ -295,7 +298,10 @@ class _scene_pool:
 
     def __exit__(self, *exc):
         if self.pool is not None:
-            self.pool.terminate() if exc[0] else self.pool.close()
+            if exc[0] is None:
+                self.pool.close()
+            else:
+                self.pool.terminate()
             self.pool.join()
         return False
 

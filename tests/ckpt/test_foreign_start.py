@@ -17,7 +17,10 @@ from tests.safety.hostile import expect_refusal  # noqa: E402
 
 LAYOUTS = ("original", "module", "safetensors", "mmdet3d")
 ONE_STEP = ["--set", "train.epochs=1", "--set", "train.max_iters_per_epoch=1", "--set", "train.eval_interval=0",
-            "--set", "train.batch_size=1", "--set", "data.workers=0", "--set", "launch.cpu_processes=1"]
+            "--set", "train.batch_size=1", "--set", "data.workers=0", "--set", "launch.cpu_processes=1",
+            # the small test dataset is v1.0-mini; the demo phases read v1.0-trainval
+            "--set", "data.version=v1.0-mini", "--set", "data.train_split=mini_train", "--set", "data.val_split=mini_val",
+            "--set", "data.synth.scenes=2"]
 
 
 @pytest.fixture(scope="module")

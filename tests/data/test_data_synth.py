@@ -186,6 +186,8 @@ def test_ensure_dataset_refuses_what_it_cannot_do(tmp_path):
         ensure_dataset(tmp_path / "b")
     with pytest.raises(UsageError, match="scenes"):
         ensure_dataset(tmp_path / "c", scenes=1)
+    with pytest.raises(UsageError, match="holds a synthetic dataset of another version, not v1.0-trainval"):
+        ensure_dataset(small_dataset(), version="v1.0-trainval")
 
 
 def test_every_detection_class_appears_in_each_test_scene(nusc):

@@ -30,7 +30,7 @@ def slurm_env():
 
 def test_submit_watch_stop_resume(tmp_path, launch_synth, slurm_env):
     common = ["demo", "--name", "s1", "--set", "launch.where=slurm", "--set", f"data.root={launch_synth}",
-              "--set", "train.epochs=1", "--set", "train.max_iters_per_epoch=6", *FAST]
+              "--set", "train.epochs=1", "--set", "train.max_iters_per_epoch=6", "--set", "train.batch_size=2", *FAST]
     started = run_cli("start", *common, "--yes", "--json", cwd=tmp_path, env=slurm_env)
     assert started.returncode == 0, started.stderr
     run_dir = tmp_path / "runs" / "s1"

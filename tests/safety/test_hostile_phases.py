@@ -218,7 +218,8 @@ def test_synthetic_scene_length_is_capped(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra, says", [
-    (("--set", "data.synth.scenes=50"), ["data.synth.scenes is 50", "v1.0-mini has room for 10", "v1.0-trainval"]),
+    (("--set", "data.version=v1.0-mini", "--set", "data.synth.scenes=50"),
+     ["data.synth.scenes is 50", "v1.0-mini has room for 10", "v1.0-trainval"]),
     (("--set", "data.version=v1.0-trainval", "--set", "data.synth.scenes=500"), ["data.synth.scenes", "120"]),
     (("--set", "data.version=v1.0-test"), ["synthetic data is generated as v1.0-mini or v1.0-trainval"]),
 ])

@@ -62,7 +62,7 @@ def sleeper():
 def _fake_data(cwd: Path) -> list[str]:
     """A data root that passes the preflight (it looks for the version folder) and makes the trainer fail at once
     when it reads the tables, so a real run starts and ends within seconds."""
-    (cwd / "fake-data" / "v1.0-mini").mkdir(parents=True)
+    (cwd / "fake-data" / "v1.0-trainval").mkdir(parents=True)
     return ["--set", "data.root=fake-data", "--set", "data.synthetic=false", "--set", "train.device=cpu"]
 
 

@@ -462,7 +462,8 @@ def test_torchrun_two_processes(tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
             str(Path(__file__)), "--phase", "demo", "--run-dir", str(run)]
-    for s in ("data.workers=0", "train.eval_interval=0", "train.device=cpu", "train.epochs=1", "train.log_interval=1"):
+    for s in ("data.workers=0", "train.eval_interval=0", "train.device=cpu", "train.epochs=1", "train.log_interval=1",
+              "train.batch_size=2"):
         args += ["--set", s]
     proc = subprocess.run(args, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                           timeout=180)
