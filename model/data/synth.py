@@ -31,8 +31,7 @@ from model.data.rig import CAMERA_CALIB, CAMERAS, IMAGE_HEIGHT, IMAGE_WIDTH, LID
 from model.data.synth_map import MapBuilder, token
 from model.data.synth_world import CATEGORY_LOOK, SWEEP_PERIOD_S, SceneWorld, plan_scene
 
-VERSION = "v1.0-mini"  # the default
-SPLITS = SYNTH_SPLITS  # version -> (train, val) devkit split names; the generated scenes take their names from them
+VERSION = "v1.0-mini"  # the default; SYNTH_SPLITS holds each version's (train, val) devkit split names
 MARKER = "synth.json"
 # Bumped whenever the same seed would generate different data; a dataset from another generator is reported.
 # 2: LiDAR sees road paint and kerbs, every detection class common, road works closing a lane.
@@ -81,7 +80,7 @@ def scene_names(scenes: int, version: str = VERSION) -> list[str]:
     """Official scene names of `version`: about the split's share (at least one) from val, the rest from train."""
     from nuscenes.utils import splits
 
-    train, val = (getattr(splits, name) for name in SPLITS[version])
+    train, val = (getattr(splits, name) for name in SYNTH_SPLITS[version])
     most = SYNTH_SCENES_MAX[version]
     if not 2 <= scenes <= most:
         raise ValueError(f"scenes must be between 2 and {most} for {version}, got {scenes}")
@@ -92,7 +91,7 @@ def scene_names(scenes: int, version: str = VERSION) -> list[str]:
 def dataset_exists(root: Path | str, version: Optional[str] = None) -> bool:
     """Whether `root` holds the tables of `version` (of any version the generator writes when None)."""
     return any((Path(root) / v / "scene.json").is_file() and (Path(root) / v / "sample_data.json").is_file()
-               for v in ([version] if version else SPLITS))
+               for v in ([version] if version else SYNTH_SPLITS))
 
 
 def ensure_dataset(root, scenes: int = 10, samples_per_scene: int = 4, seed: int = 0, sweeps: int = 2,
@@ -105,8 +104,8 @@ def ensure_dataset(root, scenes: int = 10, samples_per_scene: int = 4, seed: int
     from bevctl.errors import UsageError
 
     root = Path(root).expanduser()
-    if version not in SPLITS:
-        raise UsageError(f"synthetic data is generated as {' or '.join(SPLITS)}, but data.version is {version}",
+    if version not in SYNTH_SPLITS:
+        raise UsageError(f"synthetic data is generated as {' or '.join(SYNTH_SPLITS)}, but data.version is {version}",
                          fix=f"set data.version: {VERSION} (and the splits mini_train / mini_val)")
     if dataset_exists(root, version):
         _warn_if_different(root, generator=GENERATOR, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
@@ -151,8 +150,8 @@ def generate(root, scenes: int = 10, samples_per_scene: int = 4, seed: int = 0, 
         raise ValueError("samples_per_scene must be at least 1")
     if not 0 <= sweeps <= 9:
         raise ValueError("sweeps must be between 0 and 9 (LiDAR sweeps between two 2 Hz key frames)")
-    if version not in SPLITS:
-        raise ValueError(f"version must be one of {', '.join(SPLITS)}, got {version}")
+    if version not in SYNTH_SPLITS:
+        raise ValueError(f"version must be one of {', '.join(SYNTH_SPLITS)}, got {version}")
     names = scene_names(scenes, version)
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty")
@@ -242,12 +241,11 @@ def _write(root: Path, version: str, names: list[str], samples: int, seed: int, 
 
     maps: dict[str, MapBuilder] = {}
     counts = {"samples": 0, "annotations": 0, "lidar_points": 0}
-    mini = version == VERSION
-    jobs = [(root, index, name, seed, samples, sweeps, mini, cat_tok, attr_tok, sensor_tok)
-            for index, name in enumerate(names)]
+    jobs = []
     for index, name in enumerate(names):
-        world = plan_scene(index, name, seed, samples, sweeps, mini)
+        world = plan_scene(index, name, seed, samples, sweeps, mini=version == VERSION)
         maps.setdefault(world.location, MapBuilder(world.location, seed)).add_scene(world)
+        jobs.append((root, world, seed, cat_tok, attr_tok, sensor_tok))
     with progress as bar, _ScenePool(len(names) * samples) as pool:
         # In scene order whatever the pool, so the tables (and every byte written) do not depend on it.
         for rows, scene_counts in (pool.imap(_scene_job, jobs) if pool else map(_scene_job, jobs)):
@@ -307,11 +305,10 @@ class _ScenePool:
 
 
 def _scene_job(job) -> tuple[dict[str, list], dict[str, int]]:
-    """Plan and write one scene's files; its table rows and counts come back to be appended in scene order."""
+    """Write one planned scene's files; its table rows and counts come back to be appended in scene order."""
     import cv2
 
-    root, index, name, seed, samples, sweeps, mini, cat_tok, attr_tok, sensor_tok = job
-    world = plan_scene(index, name, seed, samples, sweeps, mini)
+    root, world, seed, cat_tok, attr_tok, sensor_tok = job
     rows: dict[str, list] = collections.defaultdict(list)
     counts = {"samples": 0, "annotations": 0, "lidar_points": 0}
     _write_scene(root, world, seed, rows, cat_tok, attr_tok, sensor_tok, counts, cv2)
