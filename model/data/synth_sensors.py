@@ -6,6 +6,8 @@ calibration, so LiDAR points fall inside the annotated boxes and the boxes proje
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from model.data.geometry import apply, rigid_inv
@@ -265,8 +267,7 @@ class Painter:
                colours: np.ndarray) -> np.ndarray:
         from model.data.geometry import box_corners
 
-        img = np.empty((IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
-        img[:] = TERRAIN[::-1]
+        img = _terrain_image().copy()
         # Sky above the horizon: pixels whose viewing ray points upwards (the ground's vanishing line).
         line = np.array([[1 / K[0, 0], 0, 0], [0, 1 / K[1, 1], 0], [-K[0, 2] / K[0, 0], -K[1, 2] / K[1, 1], 1]]) @ (global2cam[:3, :3] @ np.array([0.0, 0.0, 1.0]))
         if abs(line[1]) > 1e-9:
@@ -296,6 +297,16 @@ class Painter:
 
 
 _FACE_IDX = np.array(_FACES)
+
+
+@functools.lru_cache(maxsize=1)
+def _terrain_image() -> np.ndarray:
+    """The empty BGR frame every render starts from (a copy of it is much cheaper than filling every pixel from a
+    colour tuple, and this was the largest part of a render)."""
+    img = np.empty((IMAGE_HEIGHT, IMAGE_WIDTH, 3), np.uint8)
+    img[:] = TERRAIN[::-1]
+    img.flags.writeable = False  # renders copy it
+    return img
 
 
 def _visible(centres_cam: np.ndarray, radius: np.ndarray, half_fov: float, max_depth: float = 150.0) -> np.ndarray:
