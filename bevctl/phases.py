@@ -172,6 +172,23 @@ class SlurmSpec(_Strict):
     container_image: Optional[str] = None  # pyxis image or apptainer .sif; default: container.image
     rdzv_port: int = Field(29500, ge=1, le=65535)
 
+    # Each of these becomes a `#SBATCH` line of the job script: a newline in one would start a shell line of the job.
+    _names_rule = field_validator("partition", "account")(_matches(
+        r"[A-Za-z0-9][A-Za-z0-9_.,:+@%-]*",
+        "a Slurm partition or account is letters, digits and _ . , : + @ % - (first a letter or digit), one word"))
+    _time_rule = field_validator("time")(_matches(
+        r"\d+(?:-\d+)?(?::\d+){0,2}|UNLIMITED|unlimited|INFINITE|infinite",
+        'a Slurm time limit is MINUTES, HH:MM:SS, DAYS-HH[:MM[:SS]] or UNLIMITED, e.g. "2-00:00:00"'))
+
+    @field_validator("extra_sbatch")
+    @classmethod
+    def _one_line_options(cls, value: list[str]) -> list[str]:
+        for option in value:
+            if not option.strip() or re.search(r"[\x00-\x1f\x7f]", option):
+                raise ValueError(f"each extra_sbatch entry is one non-empty sbatch option on one line (no newline or "
+                                 f"control character), got {option!r}")
+        return value
+
     @field_validator("time", mode="before")
     @classmethod
     def _time_text(cls, value: Any) -> Any:
@@ -189,6 +206,11 @@ class LaunchSpec(_Strict):
     nnodes: int = Field(1, ge=1, le=100_000)
     node_rank: int = Field(0, ge=0, le=100_000)
     rdzv_endpoint: Optional[str] = None  # HOST:PORT for multi-node
+
+    _rdzv_rule = field_validator("rdzv_endpoint")(_matches(
+        r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)"  # host name, IPv4 or [IPv6]
+        r"(?::(?:[1-9]\d{0,3}|[1-5]\d{4}|6[0-4]\d{3}|65[0-4]\d\d|655[0-2]\d|6553[0-5]))?",  # port 1-65535
+        "write the rendezvous as HOST:PORT (a host name, IPv4 or [IPv6] address; port 1-65535), e.g. 10.0.0.1:29500"))
     where: Literal["auto", "local", "container", "slurm"] = "auto"
     slurm: SlurmSpec = Field(default_factory=SlurmSpec)
 
@@ -229,6 +251,18 @@ class ContainerSpec(_Strict):
     _shm_rule = field_validator("shm_size")(_matches(r"[0-9]{1,12}[bkmgBKMG]?", "write a size such as 16g or 512m"))
     _paths_rule = field_validator("workdir", "dataset_mount", "runs_mount")(_matches(
         r"/[^\x00-\x1f:]*", "a container path is absolute (starts with /), without ':' or control characters"))
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        # names go unquoted into `export NAME=...` of a Slurm script and `NAME=value` of docker: shell names only
+        for name, text in value.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+                raise ValueError(f"container.env name {name!r} is not an environment variable name (letters, digits, "
+                                 "'_', first not a digit)")
+            if "\x00" in text:
+                raise ValueError(f"container.env {name} holds a NUL character, which no environment can")
+        return value
 
 
 class RunSpec(_Strict):
@@ -389,7 +423,9 @@ def _explain(exc: ValidationError, source: str, lines: dict[tuple, int], applied
     else:
         where = f"{source}:{line}" if line else source
         place = f"{source}:{line}" if line else source
+    # a key may hold a newline or other control character: the message stays one line
     dotted = ".".join(str(p) for p in loc) or "(top level)"
+    dotted = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], dotted)
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if error["type"] == "extra_forbidden":
         fields = list(_model_at(Phase, loc[:-1]).model_fields)

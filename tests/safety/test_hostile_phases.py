@@ -232,6 +232,43 @@ def test_node_rank_outside_the_nodes(tmp_path):
     _start(tmp_path, "demo", "--set", "launch.node_rank=2", says=["--set launch.node_rank=2", "not below nnodes 1"])
 
 
+# ------------------------------------------------------------------------------------- launcher inputs
+# Slurm options become `#SBATCH` lines of the job script and container.env names go unquoted into `export NAME=`:
+# a newline there would be a shell line of the job. Each is refused before anything is written or submitted.
+
+
+def test_newline_in_a_slurm_partition_is_not_a_script_line(tmp_path):
+    path = _phase(tmp_path, """\
+        launch:
+          where: slurm
+          slurm: {partition: "gpu\\necho INJECTED"}
+        """)
+    result = _start(tmp_path, path, "--dry-run", says=[f"{path}:3", "launch.slurm.partition", "one word"])
+    assert "#SBATCH" not in result.stdout and "\necho INJECTED" not in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting, says", [
+    ("launch.slurm.account=proj 1", ["launch.slurm.account", "one word"]),
+    ("launch.slurm.time=1:00:00\nrm -rf ~", ["launch.slurm.time", "DAYS-HH"]),
+    ("launch.slurm.time=two days", ["launch.slurm.time", "UNLIMITED"]),
+    ("launch.slurm.extra_sbatch=[\"--qos=high\\necho INJECTED\"]", ["extra_sbatch", "one line"]),
+    ("launch.slurm.extra_sbatch=[\"\"]", ["extra_sbatch", "non-empty"]),
+    ("container.env={\"A;touch x\": \"1\"}", ["container.env name", "environment variable name"]),
+    ("container.env={\"X\\nY\": \"1\"}", ["container.env name"]),
+    ("container.env={\"X\\nY\": 1}", ["container.env.X\\nY", "valid string"]),
+    ("launch.rdzv_endpoint=10.0.0.1:99999", ["launch.rdzv_endpoint", "port 1-65535"]),
+    ("launch.rdzv_endpoint=host;touch x", ["launch.rdzv_endpoint", "HOST:PORT"]),
+])
+def test_launcher_inputs_that_would_break_the_job_script(tmp_path, setting, says):
+    _start(tmp_path, "demo", "--set", setting, says=says)
+
+
+@pytest.mark.slow
+def test_rdzv_endpoint_option_is_checked_like_the_phase_field(tmp_path):
+    _start(tmp_path, "demo", "--rdzv-endpoint", "10.0.0.1:29500\nx", says=["launch.rdzv_endpoint", "HOST:PORT"])
+
+
 # ------------------------------------------------------------------------------------- --set semantics
 
 
