@@ -255,9 +255,11 @@ class ContainerSpec(_Strict):
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        from bevctl.launchers.container_env import ENV_NAME
+
         # names go unquoted into `export NAME=...` of a Slurm script and `NAME=value` of docker: shell names only
         for name, text in value.items():
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+            if not ENV_NAME.match(name) or len(name) > 128:
                 raise ValueError(f"container.env name {name!r} is not an environment variable name (letters, digits, "
                                  "'_', first not a digit)")
             if "\x00" in text:
@@ -404,8 +406,12 @@ def phase_from_dict(data: dict[str, Any]) -> Phase:
                        "new run, or correct the config in run.json") from None
 
 
+def _one_line(text: str) -> str:
+    return repr(text)[1:-1]  # control characters escaped: the message stays one line
+
+
 def _clip(text: str, width: int = 80) -> str:
-    text = repr(text)[1:-1]  # control characters escaped: the message stays one line
+    text = _one_line(text)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -423,15 +429,14 @@ def _explain(exc: ValidationError, source: str, lines: dict[tuple, int], applied
     else:
         where = f"{source}:{line}" if line else source
         place = f"{source}:{line}" if line else source
-    # a key may hold a newline or other control character: the message stays one line
-    dotted = ".".join(str(p) for p in loc) or "(top level)"
-    dotted = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], dotted)
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    dotted = _one_line(key)  # a key may hold a newline
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     if error["type"] == "extra_forbidden":
         fields = list(_model_at(Phase, loc[:-1]).model_fields)
         close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        return UsageError(f"{where}: unknown key {_clip(dotted)!r}{hint}{more}",
+        return UsageError(f"{where}: unknown key {_clip(key)!r}{hint}{more}",
                           fix=fix or (f"rename it to {close[0]}" if close else f"remove it; known keys: {', '.join(fields)}"))
     message = error["msg"].removeprefix("Value error, ").replace("\n", "\\n")
     shown = "input" in error and error["type"] != "missing" and not isinstance(error["input"], (dict, list))

@@ -20,7 +20,7 @@ from bevctl.errors import UsageError
 
 PASSTHROUGH_PREFIXES = ("NCCL_", "WANDB_", "TORCH_")
 IB_DIR = Path("/dev/infiniband")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # also what the phase schema allows in container.env
 
 
 def passthrough(host: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -37,7 +37,7 @@ def parse_env_args(items: Iterable[str], host: Mapping[str, str] | None = None) 
     result: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not _NAME.match(key):
+        if not ENV_NAME.match(key):
             raise UsageError(f"--env {item!r}: {key!r} is not a variable name",
                              fix="write --env KEY=VALUE, e.g. --env NCCL_DEBUG=INFO")
         if not sep:
@@ -52,10 +52,7 @@ def environment(phase: Any = None, cli_env: Iterable[str] = (), host: Mapping[st
     """The container's extra environment: host pass-through, then `container.env`, then `--env`."""
     env = passthrough(host)
     if phase is not None:
-        for key, value in phase.container.env.items():
-            if not _NAME.match(key):
-                raise UsageError(f"container.env: {key!r} is not a variable name", fix="use names like NCCL_DEBUG")
-            env[key] = str(value)
+        env.update(phase.container.env)  # names checked when the phase was loaded (bevctl.phases.ContainerSpec)
     env.update(parse_env_args(cli_env, host))
     return env
 
