@@ -1,5 +1,6 @@
 """Stop a run: check the recorded pid is still that run's supervisor (start time and command line), SIGTERM it
-(or stop its container), wait for the final checkpoint; a stale pid is reported, never signalled."""
+(or stop its container), wait for the final checkpoint; a stale pid is reported, never signalled. Where the
+supervisor is gone but its trainer runs on, or a trainer was started by hand, the trainer is checked and signalled."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def stop_run(run_dir: Path, grace: float | None = None) -> dict[str, Any]:
         pid = manifest.pid
         if not pid or manifest.host not in (None, socket.gethostname()):
             raise UsageError(f"run {info['name']} was started on {manifest.host}", fix="run bevctl stop on that host")
-        _signal_supervisor(info["name"], manifest, signal.SIGTERM)
+        _signal_run(info["name"], manifest, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         info = runs.describe_run(run_dir)
@@ -63,31 +64,50 @@ def stop_run(run_dir: Path, grace: float | None = None) -> dict[str, Any]:
     return runs.describe_run(run_dir)
 
 
-def _signal_supervisor(name: str, manifest: Any, signum: int) -> None:
-    """Signal the run's supervisor only after checking the pid is still that process (start time and command
-    line as run.json recorded them): a pid reused by another program is never signalled."""
+def _signal_run(name: str, manifest: Any, signum: int) -> str:
+    """Signal the run's supervisor, or, where it is gone (killed hard) or there never was one (a trainer started by
+    hand), the trainer it recorded; each only after checking the pid is still that process (start time and command
+    line as run.json recorded them): a pid reused by another program is never signalled. Returns which was."""
     pid = int(manifest.pid)
-    recorded = manifest.supervisor
-    if recorded is None or recorded.pid != pid:
+    targets = []
+    if manifest.supervisor is not None and manifest.supervisor.pid == pid:
+        targets.append(("supervisor", manifest.supervisor))
+    if manifest.trainer is not None:
+        targets.append(("trainer", manifest.trainer))
+    if not targets:
         raise CheckFailed(f"run {name}: pid {pid} cannot be checked as its supervisor (run.json records no process "
                           "identity); nothing was signalled",
                           fix=f"check `ps -o pid,lstart,args -p {pid}` and stop it by hand if it is the trainer")
+    for role, recorded in targets:
+        # The supervisor started its trainer as a process-group leader: the group is torchrun and every worker.
+        # A trainer started by hand is signalled alone (its group is the user's shell pipeline).
+        if _signal_verified(recorded.model_dump(), signum, group=role == "trainer" and manifest.supervisor is not None):
+            return role
+    raise CheckFailed(f"run {name} is stale: pid {pid} is no longer its supervisor (the run ended without "
+                      "recording it); nothing was signalled",
+                      fix=f"see `bevctl runs`; continue the run with: bevctl start {manifest.phase or 'PHASE'} --resume auto --name {name}")
+
+
+def _signal_verified(recorded: dict, signum: int, group: bool) -> bool:
+    """Send `signum` to the recorded process if it is still that process; False (nothing sent) when it is not."""
+    pid = int(recorded["pid"])
     handle = None
     try:  # a pidfd pins the process: the check and the signal reach the same one, even if the pid is reused between
         handle = os.pidfd_open(pid)
     except (AttributeError, OSError):
         pass
     try:
-        if not runs.identity_matches(recorded.model_dump()):
-            raise CheckFailed(f"run {name} is stale: pid {pid} is no longer its supervisor (the run ended without "
-                              "recording it); nothing was signalled",
-                              fix=f"see `bevctl runs`; continue the run with: bevctl start {manifest.phase or 'PHASE'} --resume auto --name {name}")
-        if handle is not None:
+        if not runs.identity_matches(recorded):
+            return False
+        if group and os.getpgid(pid) == pid:
+            os.killpg(pid, signum)
+        elif handle is not None:
             signal.pidfd_send_signal(handle, signum)
         else:
             os.kill(pid, signum)
+        return True
     except ProcessLookupError:
-        pass
+        return True  # it ended between the check and the signal: what the signal was for
     finally:
         if handle is not None:
             os.close(handle)

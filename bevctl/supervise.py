@@ -4,7 +4,9 @@ it ended.
 `bevctl start --local` runs `python -m bevctl.supervise --run-dir DIR --lock-fd N -- <trainer command>` in a new
 session, so the run outlives the terminal. It inherits the run's lock (`bevctl.runs.RunLock`) as file N and holds
 it until the trainer exits (the trainer inherits it too, so a supervisor killed hard does not free a run whose
-trainer still writes). It records its own identity (pid, start time, command line) for `bevctl stop` to check. The
+trainer still writes). It records its own identity (pid, start time, command line) for `bevctl stop` to check, and
+its trainer's. A stop signal goes to the trainer's process group (torchrun and its workers); under `torchpack
+dist-run` it goes to the MPI ranks themselves, which mpirun would kill before they have saved. The
 trainer finalises run.json itself on a clean end; this process only fills in what a trainer killed hard cannot:
 its exit code and the `crashed` status. Stdlib only.
 """
@@ -43,9 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     # The trainer gets its own process group so a stop reaches torchrun and every worker at once.
     child = subprocess.Popen(command, start_new_session=True, pass_fds=(lock.fd,))
     runs.update_manifest(args.run_dir, pid=os.getpid(), supervisor=runs.process_identity(os.getpid()),
-                         trainer_pid=child.pid, status="running")
+                         trainer_pid=child.pid, trainer=runs.process_identity(child.pid), status="running")
+
+    program = mpi_program(command)
 
     def forward(signum: int, _frame: object) -> None:
+        # mpirun, signalled, forwards the signal and kills its ranks about a second later: too soon for a final
+        # checkpoint. So a stop goes to the ranks themselves; mpirun ends when they have saved and exited.
+        ranks = mpi_ranks(child.pid, program) if program and signum in (signal.SIGTERM, signal.SIGINT) else []
+        for pid in ranks:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+        if ranks:
+            return
         try:
             os.killpg(child.pid, signum)
         except ProcessLookupError:
@@ -63,6 +77,45 @@ def main(argv: list[str] | None = None) -> int:
     runs.update_manifest(args.run_dir, **changes)
     lock.release()
     return code
+
+
+def mpi_program(command: list[str]) -> list[str] | None:
+    """The per-rank program of a `torchpack dist-run [-np N] [-H hosts] PROGRAM...` command; None for any other."""
+    if len(command) < 2 or os.path.basename(command[0]) != "torchpack" or command[1] != "dist-run":
+        return None
+    rest = command[2:]
+    while len(rest) >= 2 and rest[0] in ("-np", "-H"):
+        rest = rest[2:]
+    return rest or None
+
+
+def mpi_ranks(root: int, program: list[str]) -> list[int]:
+    """The processes under `root` that run `program` and whose parent does not: the ranks, not their DataLoader
+    workers (forked, with the same command line). /proc only; [] where it cannot be read."""
+    parent, cmdline = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        pid = int(entry)
+        parent[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+        cmdline[pid] = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+
+    def under_root(pid: int) -> bool:
+        seen = set()
+        while pid in parent and pid not in seen:
+            seen.add(pid)
+            pid = parent[pid]
+            if pid == root:
+                return True
+        return False
+
+    return sorted(pid for pid, argv in cmdline.items()
+                  if argv == program and cmdline.get(parent[pid]) != program and under_root(pid))
 
 
 if __name__ == "__main__":

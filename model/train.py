@@ -430,10 +430,22 @@ def main(argv: list[str] | None = None, parts_builder=build_parts) -> int:
     info: DistInfo | None = None
     code = 0
     try:
+        lock = take_run_lock(args) if rank == 0 else None
+    except (BevctlError, OSError) as exc:  # another run's directory, or none to be had: write nothing into it
+        print(f"error: {exc.one_line() if isinstance(exc, BevctlError) else f'cannot use {args.run_dir}: {exc}'}",
+              file=sys.stderr, flush=True)
+        return exc.code if isinstance(exc, BevctlError) else 2
+    try:
         phase = load_run_phase(args, rank == 0)
         sink = RunSink(args.run_dir, main=rank == 0)
-        sink.manifest(status="running", exit_code=None, ended_at=None,
-                      **({} if (runs.read_manifest(args.run_dir) or {}).get("pid") else {"pid": os.getpid()}))
+        where = (runs.read_manifest(args.run_dir) or {}).get("where")
+        if lock is not None and where not in ("container", "slurm"):
+            # started by hand on this host: this process is the one `bevctl stop` checks and signals
+            sink.manifest(status="running", exit_code=None, ended_at=None, pid=os.getpid(), supervisor=None,
+                          trainer_pid=os.getpid(), trainer=runs.process_identity(os.getpid()))
+        else:
+            sink.manifest(status="running", exit_code=None, ended_at=None,
+                          **({} if (runs.read_manifest(args.run_dir) or {}).get("pid") else {"pid": os.getpid()}))
         info = dist_utils.init(phase.train.device)
         code = train(build_trainer(phase, args.run_dir, info, sink, parts_builder))
         # Ranks leave together: a gloo rank tearing down while rank 0 still writes its last files can abort.
@@ -458,7 +470,19 @@ def main(argv: list[str] | None = None, parts_builder=build_parts) -> int:
         if sink:
             sink.close()
         dist_utils.cleanup()
+        if lock is not None:
+            lock.release()
     return code
+
+
+def take_run_lock(args: argparse.Namespace) -> "runs.RunLock | None":
+    """Rank 0's hold on the run directory (see `bevctl.runs.hold_for_trainer`): None under `bevctl start`, whose
+    supervisor holds it, or when the directory does not exist yet and nothing asks to create it."""
+    if args.phase:
+        args.run_dir.mkdir(parents=True, exist_ok=True)
+    if not args.run_dir.is_dir():
+        return None  # load_run_phase says what is missing
+    return runs.hold_for_trainer(args.run_dir)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,15 @@ A run lives in ``<runs root>/<run name>/`` (the name is one safe path component)
     ``phase``, ``config`` (the resolved phase), ``command`` (argv list), ``cwd``, ``git_commit``, ``image``,
     ``container_id``, ``pid``, ``host``, ``where`` (``local`` | ``container``), ``started_at`` / ``ended_at``
     (unix seconds), ``status`` (one of `STATUSES`) and ``exit_code``. Optional: ``supervisor`` (``pid``,
-    ``start_time``, ``cmdline``: the identity `bevctl stop` checks before it signals), ``trainer_pid``, ``job_id``
+    ``start_time``, ``cmdline``: the identity `bevctl stop` checks before it signals), ``trainer_pid`` and ``trainer``
+    (the identity of the process the supervisor started, or of a trainer started by hand: what `bevctl stop` signals
+    when no supervisor is alive), ``job_id``
     (Slurm), ``launcher``, ``resumed_from`` (a checkpoint outside the runs folder this run started from),
     ``saved_checkpoints`` (file names this run wrote: pruning deletes no other), ``previous_attempts``.
 
 ``.lock``
-    `flock`'ed by the run's supervisor for the whole run (`RunLock`): one trainer per run.
+    `flock`'ed by the run's supervisor for the whole run (`RunLock`), or by a trainer started by hand: one trainer
+    per run.
 
 ``events.jsonl``
     One JSON object per line, appended and flushed per line by rank 0 only. Every event has
@@ -83,7 +86,7 @@ from bevctl.runs.layout import (
     runs_root,
 )
 from bevctl.runs.listing import list_run_dirs, list_runs
-from bevctl.runs.lock import RunLock, RunLocked, lock_held
+from bevctl.runs.lock import RunLock, RunLocked, hold_for_trainer, lock_held
 from bevctl.runs.manifest import (
     ManifestUnreadable,
     forget_saved_checkpoints,
@@ -122,7 +125,7 @@ __all__ = [
     "CONSOLE", "EVENTS", "FINAL_STATUSES", "KINDS", "LATEST", "LOCK", "LOGGER_NAME", "MANIFEST", "SCHEMA_VERSION",
     "STATUSES", "TRAIN_FIELDS", "UNREADABLE", "EventWriter", "ManifestUnreadable", "RunLock", "RunLocked",
     "RunStatus", "busy_error", "checkpoint_name", "claim_run_dir", "create_run_dir", "compress_keys", "describe_run", "forget_saved_checkpoints", "identity_matches",
-    "iter_metrics", "last_log_lines", "list_run_dirs", "list_runs", "load_manifest", "lock_held", "new_manifest",
+    "hold_for_trainer", "iter_metrics", "last_log_lines", "list_run_dirs", "list_runs", "load_manifest", "lock_held", "new_manifest",
     "parse_event", "pid_alive", "process_identity", "read_events", "read_manifest", "read_typed_events",
     "record_saved_checkpoint", "run_status", "runs_root", "tail_events", "update_manifest", "write_manifest",
     "TextLog", "format_eta", "format_train_line", "format_val_line", "log_file_name", "log_timestamp", *_MODELS,

@@ -2,7 +2,8 @@
 
 The kernel drops the lock when the last process holding it exits, however it exits (kill -9 included), so a stale
 lock cannot outlive its run. `bevctl start` takes the lock before it writes anything and passes the open file to
-the supervisor it starts, so there is no moment when the run is unlocked.
+the supervisor it starts, so there is no moment when the run is unlocked. A trainer started without bevctl
+(`python -m model.train`, a hand-run torchrun) takes the lock itself (`hold_for_trainer`).
 """
 
 from __future__ import annotations
@@ -84,3 +85,58 @@ def lock_held(run_dir: str | os.PathLike) -> bool | None:
         return True if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN) else None
     finally:
         os.close(fd)
+
+
+def hold_for_trainer(run_dir: str | os.PathLike) -> "RunLock | None":
+    """The trainer's side of one trainer per run, called by rank 0 before it writes anything.
+
+    Under `bevctl start` an ancestor (the supervisor, then torchrun or mpirun) holds the lock on the file it handed
+    down: nothing to take, None. Started by hand, the trainer takes the lock for its whole life and returns it.
+    RunLocked when another live process holds it. None, too, where the lock file cannot be opened or the file
+    system has no flock (some network mounts, a container user who does not own the file): there the lock would
+    protect nothing, and refusing would stop runs that are fine.
+    """
+    path = Path(run_dir) / LOCK
+    if _ancestor_has_open(path):  # or this process, where a caller (a test, a tool) holds it and trains in-process
+        return None
+    try:
+        return RunLock.acquire(run_dir)
+    except RunLocked:
+        raise RunLocked(f"run directory {run_dir} is in use: another live process (a run of bevctl start or "
+                        "another trainer) holds its lock",
+                        fix="stop that run first (bevctl stop NAME), or give this trainer another --run-dir") from None
+    except OSError:
+        return None
+
+
+def _ancestor_has_open(path: Path) -> bool:
+    """This process or an ancestor has `path` open (compared by device and inode, so any name of it counts)."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return False
+    pid = os.getpid()
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            fds = []
+        for fd in fds:
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                return True
+        pid = _parent(pid)
+    return False
+
+
+def _parent(pid: int) -> int:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(text.rsplit(")", 1)[1].split()[1])  # the name (field 2) may hold ")": field 4 follows the last one

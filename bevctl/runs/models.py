@@ -50,6 +50,7 @@ class RunManifest(_Open):
     container_id: Optional[str] = None
     pid: Optional[int] = None  # the supervisor's (local) or the trainer's (development runs)
     trainer_pid: Optional[int] = None
+    trainer: Optional[ProcessIdentity] = None  # the supervisor's child, or a trainer started by hand (its rank 0)
     supervisor: Optional[ProcessIdentity] = None
     job_id: Optional[str] = None  # a Slurm job
     launcher: Optional[str] = None  # torchrun | torchpack | slurm ...

@@ -60,3 +60,29 @@ def test_preflight_refuses_without_openmpi(tmp_path, mpi_env):
                      cwd=tmp_path, env={"PATH": str(BIN)})
     assert result.returncode == 1, result.stderr
     assert "mpirun" in result.stderr and "openmpi" in result.stderr.lower()
+
+
+def test_stop_of_a_torchpack_run_saves_and_ends_it_stopped(tmp_path, launch_synth, mpi_env):
+    """`bevctl stop` reaches the MPI ranks themselves (mpirun, signalled, would kill them about a second later):
+    both ranks stop together, rank 0 writes its final checkpoint, and the run ends `stopped` with exit code 0."""
+    from bevctl import runs
+    from tests.safety.hostile import wait_until
+
+    result = run_cli("start", "demo", "--local", "--yes", "--name", "tps", "--set", "launch.launcher=torchpack",
+                     "--set", "launch.gpus=2", "--set", "train.device=cpu", "--set", f"data.root={launch_synth}",
+                     "--set", "train.epochs=100", "--set", "train.eval_interval=0", "--set", "train.log_interval=1",
+                     "--set", "data.workers=1", cwd=tmp_path, env=mpi_env)  # a DataLoader worker under each rank
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "runs" / "tps"
+    assert wait_until(lambda: any(e["kind"] == "train" for e in events(run_dir)), timeout=300), \
+        (run_dir / "console.out").read_text()[-2000:]
+    trainer = runs.read_manifest(run_dir)["trainer"]
+    stop = run_cli("stop", "tps", "--grace", "120", "--json", cwd=tmp_path, env=mpi_env, timeout=300)
+    assert stop.returncode == 0, stop.stderr
+    got = events(run_dir)
+    saved = [e for e in got if e["kind"] == "checkpoint_saved" and e.get("reason") == "signal"]
+    assert saved and saved[-1]["path"].endswith("latest.pth") and (run_dir / "latest.pth").is_file()
+    assert [(e["status"], e["exit_code"]) for e in got if e["kind"] == "run_end"] == [("stopped", 0)]
+    manifest = runs.read_manifest(run_dir)
+    assert manifest["status"] == "stopped" and manifest["exit_code"] == 0  # mpirun itself ended cleanly
+    assert wait_until(lambda: not runs.pid_alive(trainer["pid"]), timeout=30)

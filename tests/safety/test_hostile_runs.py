@@ -124,6 +124,63 @@ def test_stop_signals_the_verified_supervisor_and_the_run_ends(tmp_path, live_ru
     assert runs.lock_held(live_run) is False
 
 
+def test_stop_reaches_the_trainer_when_its_supervisor_was_killed_hard(tmp_path, live_run):
+    """kill -9 of the supervisor leaves its trainer running and holding the lock; stop signals that trainer (checked
+    by its recorded identity) instead of calling the run stale."""
+    manifest = runs.read_manifest(live_run)
+    assert runs.identity_matches(manifest["trainer"]) and manifest["trainer"]["pid"] == manifest["trainer_pid"]
+    os.kill(manifest["supervisor"]["pid"], signal.SIGKILL)
+    assert wait_until(lambda: not runs.identity_matches(manifest["supervisor"]), timeout=10)
+    assert runs.lock_held(live_run) is True and runs.run_status(live_run).alive is True
+    result = run_cli("stop", "live", "--grace", "20", "--json", cwd=tmp_path, timeout=60)
+    assert wait_until(lambda: not runs.pid_alive(manifest["trainer_pid"]), timeout=10), "the trainer got the signal"
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] in runs.FINAL_STATUSES
+    assert runs.lock_held(live_run) is False
+
+
+@pytest.mark.parametrize("phase", [(), ("--phase", "demo")])
+def test_a_trainer_started_by_hand_refuses_a_run_another_process_holds(tmp_path, live_run, phase):
+    """`python -m model.train` on a run directory that a live run holds: one line, exit 2, nothing written (with
+    --phase it would have rewritten run.json)."""
+    snap = Snapshot.take(live_run)
+    result = subprocess.run([sys.executable, "-m", "model.train", "--run-dir", str(live_run), *phase],
+                            capture_output=True, text=True, cwd=ROOT, env={**os.environ, "NO_COLOR": "1"}, timeout=120)
+    expect_refusal(result, 2, ["runs/live", "in use", "bevctl stop"])
+    snap.assert_unchanged()
+
+
+@pytest.mark.slow
+def test_a_trainer_started_by_hand_holds_its_run_and_stop_reaches_it(tmp_path, synth_root):
+    """The development path, real trainer: it takes the run lock itself, a second trainer on the same directory is
+    refused, and `bevctl stop` checks its recorded identity and stops it with a final checkpoint."""
+    run_dir = tmp_path / "runs" / "byhand"
+    cmd = [sys.executable, "-m", "model.train", "--phase", "demo", "--run-dir", str(run_dir),
+           "--set", f"data.root={synth_root}", "--set", "train.epochs=100", "--set", "train.eval_interval=0",
+           "--set", "data.workers=0", "--set", "train.device=cpu", "--set", "launch.cpu_processes=1"]
+    env = {**os.environ, "NO_COLOR": "1"}
+    first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: any(e["kind"] == "train" for e in runs.read_events(run_dir / runs.EVENTS)),
+                          timeout=600), first.stderr.read() if first.poll() is not None else "no training step logged"
+        manifest = runs.read_manifest(run_dir)
+        assert manifest["pid"] == first.pid and manifest["trainer"]["pid"] == first.pid
+        assert runs.lock_held(run_dir) is True and runs.run_status(run_dir).alive is True
+        second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        expect_refusal(second, 2, ["in use", "bevctl stop"])
+        assert runs.read_manifest(run_dir)["trainer"]["pid"] == first.pid
+        assert sum(e["kind"] == "run_start" for e in runs.read_events(run_dir / runs.EVENTS)) == 1
+        result = run_cli("stop", "byhand", "--grace", "120", "--json", cwd=tmp_path, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert first.wait(timeout=60) == 0
+        assert runs.run_status(run_dir).status == "stopped" and (run_dir / runs.LATEST).is_file()
+        assert runs.lock_held(run_dir) is False
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.wait()
+
+
 # --------------------------------------------------------------------------------------------- stop: only its own run
 
 
