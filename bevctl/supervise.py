@@ -94,16 +94,11 @@ def mpi_ranks(root: int, program: list[str]) -> list[int]:
     workers (forked, with the same command line). /proc only; [] where it cannot be read."""
     parent, cmdline = {}, {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        pid = int(entry)
-        parent[pid] = int(stat.rsplit(")", 1)[1].split()[1])
-        cmdline[pid] = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+        if entry.isdigit():
+            pid = int(entry)
+            ppid, argv = runs.parent_pid(pid), runs.cmdline(pid)
+            if ppid is not None and argv is not None:
+                parent[pid], cmdline[pid] = ppid, argv
 
     def under_root(pid: int) -> bool:
         seen = set()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bevctl.errors import UsageError
 from bevctl.runs.layout import LOCK
+from bevctl.runs.process import parent_pid
 
 
 class RunLocked(UsageError):
@@ -130,13 +131,6 @@ def _ancestor_has_open(path: Path) -> bool:
                 continue
             if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
                 return True
-        pid = _parent(pid)
+        pid = parent_pid(pid) or 0
     return False
 
-
-def _parent(pid: int) -> int:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    return int(text.rsplit(")", 1)[1].split()[1])  # the name (field 2) may hold ")": field 4 follows the last one

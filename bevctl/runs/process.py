@@ -23,11 +23,25 @@ def process_identity(pid: int) -> Optional[dict[str, Any]]:
     fields = _stat_fields(pid)
     if fields is None or len(fields) < 20 or fields[0] == "Z":
         return None
+    argv = cmdline(pid)
+    if argv is None:
+        return None
+    return {"pid": pid, "start_time": int(fields[19]), "cmdline": argv}
+
+
+def cmdline(pid: int) -> Optional[list[str]]:
+    """The process's argv; None when it is gone or /proc cannot say."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    return {"pid": pid, "start_time": int(fields[19]), "cmdline": [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]}
+    return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+
+
+def parent_pid(pid: int) -> Optional[int]:
+    """The process's parent pid; None when it is gone or /proc cannot say."""
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields and len(fields) > 1 else None
 
 
 def identity_matches(recorded: dict[str, Any]) -> bool:
