@@ -410,8 +410,9 @@ def _one_line(text: str) -> str:
     return repr(text)[1:-1]  # control characters escaped: the message stays one line
 
 
-def _clip(text: str, width: int = 80) -> str:
-    text = _one_line(text)
+def _clip(text: str, width: int = 80, escape: bool = True) -> str:
+    """`text` on one line, at most `width` characters; `escape=False` for text that is a repr already."""
+    text = _one_line(text) if escape else text
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -436,11 +437,11 @@ def _explain(exc: ValidationError, source: str, lines: dict[tuple, int], applied
         fields = list(_model_at(Phase, loc[:-1]).model_fields)
         close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        return UsageError(f"{where}: unknown key {_clip(key)!r}{hint}{more}",
+        return UsageError(f"{where}: unknown key '{_clip(key)}'{hint}{more}",
                           fix=fix or (f"rename it to {close[0]}" if close else f"remove it; known keys: {', '.join(fields)}"))
     message = error["msg"].removeprefix("Value error, ").replace("\n", "\\n")
     shown = "input" in error and error["type"] != "missing" and not isinstance(error["input"], (dict, list))
-    got = f" (got {_clip(repr(error['input']), 60)})" if shown else ""
+    got = f" (got {_clip(repr(error['input']), 60, escape=False)})" if shown else ""
     if error["type"] == "missing":
         return UsageError(f"{where}: {dotted}: {message}{more}",
                           fix=fix or (f"also set --set {dotted}=..." if culprit else f"add {dotted} in {place}"))

@@ -264,6 +264,15 @@ def test_launcher_inputs_that_would_break_the_job_script(tmp_path, setting, says
     _start(tmp_path, "demo", "--set", setting, says=says)
 
 
+def test_an_unknown_key_holding_a_newline_is_shown_escaped_once(tmp_path):
+    path = _phase(tmp_path, """\
+        train:
+          "ep\\nochs": 3
+        """)
+    result = _start(tmp_path, path, "--dry-run", says=[f"{path}:2", "unknown key 'train.ep\\nochs'", "epochs"])
+    assert "\\\\n" not in result.stderr  # one backslash: the key as the file spells it
+
+
 @pytest.mark.slow
 def test_rdzv_endpoint_option_is_checked_like_the_phase_field(tmp_path):
     _start(tmp_path, "demo", "--rdzv-endpoint", "10.0.0.1:29500\nx", says=["launch.rdzv_endpoint", "HOST:PORT"])
