@@ -224,4 +224,4 @@ def test_start_preflight_notes_the_lr_when_gpus_change_the_global_batch(tmp_path
     note = checks("--gpus", "2")["learning rate"]
     assert note["status"] == "info" and "global batch 2 (phase: 1)" in note["detail"] and "scale_lr=linear" in note["detail"]
     scaled = checks("--gpus", "2", "--set", "optim.scale_lr=linear", "--set", "optim.reference_batch=1")["learning rate"]
-    assert "scaled linearly to 0.004" in scaled["detail"]  # the demo's lr 2e-3 x 2 / 1
+    assert "scaled linearly to 0.0006" in scaled["detail"]  # the demo's lr 3e-4 x 2 / 1
