@@ -45,9 +45,9 @@ def stop_run(run_dir: Path, grace: float | None = None) -> dict[str, Any]:
     if manifest.job_id:
         from bevctl.launchers import slurm
 
-        # SIGTERM to the job's steps (and the batch shell, where torchpack runs outside a step); a queued job is
-        # cancelled before it starts.
-        if slurm.stop(manifest.job_id, batch_too=manifest.launcher == "torchpack"):
+        # SIGTERM to the job's steps (to the batch shell alone where torchpack runs outside a step: its trap signals
+        # the ranks); a queued job is cancelled before it starts.
+        if slurm.stop(manifest.job_id, batch_only=manifest.launcher == "torchpack"):
             runs.update_manifest(run_dir, status="stopped", exit_code=0, ended_at=time.time())
             return runs.describe_run(run_dir)
     else:

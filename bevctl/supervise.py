@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bevctl import runs
 from bevctl.errors import BevctlError
+from bevctl.launchers.mpi_stop import mpi_program, signal_ranks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,15 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     program = mpi_program(command)
 
     def forward(signum: int, _frame: object) -> None:
-        # mpirun, signalled, forwards the signal and kills its ranks about a second later: too soon for a final
-        # checkpoint. So a stop goes to the ranks themselves; mpirun ends when they have saved and exited.
-        ranks = mpi_ranks(child.pid, program) if program and signum in (signal.SIGTERM, signal.SIGINT) else []
-        for pid in ranks:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-        if ranks:
+        # mpirun would kill its ranks before they save: a stop goes to the ranks (bevctl.launchers.mpi_stop).
+        if program and signum in (signal.SIGTERM, signal.SIGINT) and signal_ranks(child.pid, program, signum):
             return
         try:
             os.killpg(child.pid, signum)
@@ -77,40 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     runs.update_manifest(args.run_dir, **changes)
     lock.release()
     return code
-
-
-def mpi_program(command: list[str]) -> list[str] | None:
-    """The per-rank program of a `torchpack dist-run [-np N] [-H hosts] PROGRAM...` command; None for any other."""
-    if len(command) < 2 or os.path.basename(command[0]) != "torchpack" or command[1] != "dist-run":
-        return None
-    rest = command[2:]
-    while len(rest) >= 2 and rest[0] in ("-np", "-H"):
-        rest = rest[2:]
-    return rest or None
-
-
-def mpi_ranks(root: int, program: list[str]) -> list[int]:
-    """The processes under `root` that run `program` and whose parent does not: the ranks, not their DataLoader
-    workers (forked, with the same command line). /proc only; [] where it cannot be read."""
-    parent, cmdline = {}, {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            pid = int(entry)
-            ppid, argv = runs.parent_pid(pid), runs.cmdline(pid)
-            if ppid is not None and argv is not None:
-                parent[pid], cmdline[pid] = ppid, argv
-
-    def under_root(pid: int) -> bool:
-        seen = set()
-        while pid in parent and pid not in seen:
-            seen.add(pid)
-            pid = parent[pid]
-            if pid == root:
-                return True
-        return False
-
-    return sorted(pid for pid, argv in cmdline.items()
-                  if argv == program and cmdline.get(parent[pid]) != program and under_root(pid))
 
 
 if __name__ == "__main__":

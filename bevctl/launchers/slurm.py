@@ -3,15 +3,17 @@
 
 The script asks for `launch.nnodes` nodes with one task each; `srun` starts one torchrun per node, all meeting at
 a c10d rendezvous on the allocation's first node (`--rdzv-id=$SLURM_JOB_ID`, so a resubmitted job never joins an
-old one). With `launch.launcher: torchpack` the batch script runs `torchpack dist-run -H <allocation hosts>`
-itself, as mpirun launches its remote ranks through Slurm. `launch.slurm.container_runtime` runs the trainer in
+old one). With `launch.launcher: torchpack` the script asks one task per rank (mpirun takes its slots from the
+allocation) and runs `torchpack dist-run -H <allocation hosts>` itself, as mpirun launches its remote ranks
+through Slurm. `launch.slurm.container_runtime` runs the trainer in
 the project image (pyxis: `srun --container-image`; apptainer: `apptainer exec --nv`), with the project, the
 checkout, the runs folder and the data mounted at the same paths.
 
 State comes from `squeue` (jobs the controller still remembers, finished ones for MinJobAge) and else `sacct`
 (clusters with accounting); `job_state` returns Slurm's own state name (RUNNING, PENDING, COMPLETED, CANCELLED,
 FAILED, TIMEOUT, ...) or None when Slurm cannot say. Stopping sends SIGTERM to the job's steps
-(`scancel --signal=TERM`; the batch shell too for torchpack, which runs outside a step): the trainer finishes its
+(`scancel --signal=TERM`; for torchpack, which runs outside a step, the batch shell alone, whose trap signals the
+MPI ranks and not mpirun, see `bevctl.launchers.mpi_stop`): the trainer finishes its
 step and saves, exactly as under `bevctl stop` on a host.
 """
 
@@ -32,7 +34,7 @@ SCRIPT = "job.sbatch"
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING",
           "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "REQUEUE_FED", "REQUEUE_HOLD")
 # The script's own variables; any other `$`, backquote or quote in a word (a path, a trainer argument) stays literal.
-_JOB_VAR = r"\$(?:SLURM_NNODES|SLURM_JOB_ID|head|hosts|code)\b"
+_JOB_VAR = r"\$(?:SLURM_NNODES|SLURM_JOB_ID|head|hosts|code|child)\b"
 _EXPANDABLE = re.compile(rf"^(?:[^$`\"\\]|{_JOB_VAR})*{_JOB_VAR}(?:[^$`\"\\]|{_JOB_VAR})*$")
 _TIMEOUT = 30
 
@@ -62,7 +64,10 @@ def sbatch_options(phase: Any, run_name: str, run_dir: Path) -> list[str]:
     """The `#SBATCH` options: nodes and tasks from `launch`, the rest from `launch.slurm`."""
     spec = phase.launch.slurm
     gpus = gpus_per_node(phase)
-    options = [f"--job-name=bevctl-{run_name}", f"--nodes={phase.launch.nnodes}", "--ntasks-per-node=1",
+    # torchrun: one task per node, which starts the node's workers. mpirun: one task per rank, because inside an
+    # allocation it takes its slots from Slurm, and -H host:N cannot exceed them.
+    tasks = processes_per_node(phase) if phase.launch.launcher == "torchpack" else 1
+    options = [f"--job-name=bevctl-{run_name}", f"--nodes={phase.launch.nnodes}", f"--ntasks-per-node={tasks}",
                f"--output={run_dir / 'console.out'}", "--open-mode=append"]
     if gpus > 0:
         options.append(f"--gpus-per-node={gpus}")
@@ -154,9 +159,15 @@ def script(phase: Any, run_name: str, run_dir: Path, project: Path, env: dict[st
     if phase.launch.launcher == "torchpack":
         nproc = processes_per_node(phase)
         lines.append(f'hosts=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/$/:{nproc}/" | paste -sd, -)')
-        # mpirun runs in the batch shell, not in a step: the shell passes a stop on and waits for the save.
-        lines += [f"{_join([*prefix, *command])} &", "child=$!", "trap 'kill -TERM $child 2>/dev/null || true' TERM",
-                  "set +e", "wait $child; code=$?",
+        # mpirun runs in the batch shell, not in a step. A stop signals this shell alone (`scancel --batch`); it
+        # passes the stop to the ranks, not to mpirun, which would kill them before they save
+        # (bevctl.launchers.mpi_stop), and waits for the save.
+        from bevctl.launchers.mpi_stop import mpi_program
+
+        ranks = mpi_program(command) or command
+        stop = _join([sys.executable, "-m", "bevctl.launchers.mpi_stop", "$child", "--", *ranks])
+        lines += [f"{_join([*prefix, *command])} &", "child=$!", f"stop_ranks() {{ {stop} || kill -TERM $child; }}",
+                  "trap stop_ranks TERM", "set +e", "wait $child; code=$?",
                   "while kill -0 $child 2>/dev/null; do wait $child; code=$?; done  # a trapped TERM ends the first wait"]
     else:
         lines.append('head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)')
@@ -219,7 +230,7 @@ def _quiet(argv: list[str]) -> subprocess.CompletedProcess | None:
         return None
 
 
-def stop(job_id: str | int, batch_too: bool = False) -> bool:
+def stop(job_id: str | int, batch_only: bool = False) -> bool:
     """Stop the job: SIGTERM while it runs (`cancel`); a job still waiting in the queue is simply cancelled.
     Returns True when it never started."""
     if job_state(job_id) == "PENDING":
@@ -228,15 +239,16 @@ def stop(job_id: str | int, batch_too: bool = False) -> bool:
             message = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise UsageError(f"scancel {job_id} failed: {message}", fix=f"check the job with squeue -j {job_id}")
         return True
-    cancel(job_id, batch_too)
+    cancel(job_id, batch_only)
     return False
 
 
-def cancel(job_id: str | int, batch_too: bool = False) -> None:
-    """SIGTERM to the job's steps (and to the batch shell with `batch_too`); the trainer saves and exits."""
+def cancel(job_id: str | int, batch_only: bool = False) -> None:
+    """SIGTERM to the job's steps, or with `batch_only` to the batch shell alone (a torchpack job: its trap passes
+    the stop to the ranks); the trainer saves and exits."""
     argv = [_tool("scancel"), "--signal=TERM"]
-    if batch_too:
-        argv.append("--full")
+    if batch_only:
+        argv.append("--batch")
     proc = subprocess.run([*argv, str(job_id)], capture_output=True, text=True, timeout=_TIMEOUT)
     if proc.returncode != 0:
         message = (proc.stderr.strip().splitlines() or ["no output"])[-1]

@@ -97,7 +97,7 @@ from bevctl.runs.manifest import (
     update_manifest,
     write_manifest,
 )
-from bevctl.runs.process import cmdline, identity_matches, parent_pid, pid_alive, process_identity
+from bevctl.runs.process import identity_matches, pid_alive, process_identity
 from bevctl.runs.status import RunStatus, describe_run, last_log_lines, run_status
 from bevctl.runs.textlog import (
     TextLog,
@@ -124,9 +124,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CONSOLE", "EVENTS", "FINAL_STATUSES", "KINDS", "LATEST", "LOCK", "LOGGER_NAME", "MANIFEST", "SCHEMA_VERSION",
     "STATUSES", "TRAIN_FIELDS", "UNREADABLE", "EventWriter", "ManifestUnreadable", "RunLock", "RunLocked",
-    "RunStatus", "busy_error", "checkpoint_name", "cmdline", "claim_run_dir", "create_run_dir", "compress_keys", "describe_run", "forget_saved_checkpoints", "identity_matches",
+    "RunStatus", "busy_error", "checkpoint_name", "claim_run_dir", "create_run_dir", "compress_keys", "describe_run", "forget_saved_checkpoints", "identity_matches",
     "hold_for_trainer", "iter_metrics", "last_log_lines", "list_run_dirs", "list_runs", "load_manifest", "lock_held", "new_manifest",
-    "parent_pid", "parse_event", "pid_alive", "process_identity", "read_events", "read_manifest", "read_typed_events",
+    "parse_event", "pid_alive", "process_identity", "read_events", "read_manifest", "read_typed_events",
     "record_saved_checkpoint", "run_status", "runs_root", "tail_events", "update_manifest", "write_manifest",
     "TextLog", "format_eta", "format_train_line", "format_val_line", "log_file_name", "log_timestamp", *_MODELS,
 ]

@@ -99,6 +99,7 @@ def test_sbatch_script_torchpack_and_containers(tmp_path):
     text = slurm.script(phase, "r", tmp_path / "r", Path("/proj"))
     _bash_ok(text, tmp_path)
     assert 'torchpack dist-run -np 16 -H "$hosts" python -m model.train' in text
+    assert "#SBATCH --ntasks-per-node=8" in text  # mpirun takes its slots from the allocation: one task per rank
     assert "apptainer exec --nv --bind /proj," in text and "/img/b.sif torchpack" in text
     pyxis = load_phase("phase4a", ["launch.where=slurm", "launch.slurm.container_runtime=pyxis"])
     text = slurm.script(pyxis, "r", tmp_path / "r", Path("/proj"))
@@ -228,3 +229,44 @@ def test_sbatch_script_expands_only_its_own_variables(tmp_path):
     words = proc.stdout.splitlines()
     assert f"$(touch {marker})" in words and f"`touch {marker}`" in words and "$HOME" in words
     assert not marker.exists()
+
+
+def test_mpi_stop_finds_the_ranks_not_their_forked_workers_and_signals_them():
+    """The ranks under a launcher are the processes running the program whose parent does not: a forked worker with
+    the same command line (a DataLoader worker) is left alone, and so is the launcher itself."""
+    import os
+    import signal
+    import time
+
+    from bevctl.launchers import mpi_stop
+    from bevctl.runs.process import parent_pid, pid_alive
+
+    assert mpi_stop.mpi_program(["/v/bin/torchpack", "dist-run", "-np", "4", "-H", "a:2,b:2", "py", "-m", "t"]) == \
+        ["py", "-m", "t"]
+    assert mpi_stop.mpi_program(["python", "-m", "torch.distributed.run", "-m", "t"]) is None
+    code = "import os, time\nos.fork()\ntime.sleep(60)\n"  # each rank forks one worker with its command line
+    program = [sys.executable, "-c", code]
+    launcher = subprocess.Popen(["bash", "-c", '"$@" & "$@" & wait', "launcher", *program])
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ranks = mpi_stop.mpi_ranks(launcher.pid, program)
+            workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and parent_pid(int(p)) in ranks]
+            if len(ranks) == 2 and len(workers) == 2:
+                break
+            time.sleep(0.05)
+        assert len(ranks) == 2 and len(workers) == 2 and launcher.pid not in ranks
+        assert mpi_stop.mpi_ranks(launcher.pid + 10**7, program) == []  # nothing under an unknown root
+        assert mpi_stop.main([str(launcher.pid), "--", *program]) == 0
+        assert launcher.wait(timeout=20) == 0  # the ranks ended on SIGTERM and the launcher finished by itself
+        assert all(pid_alive(pid) for pid in workers)  # the workers were not signalled
+    finally:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if launcher.poll() is None:
+            launcher.kill()
+        launcher.wait()

@@ -87,3 +87,32 @@ def test_job_state_reads_squeue(slurm_env, tmp_path):
     finally:
         os.environ.clear()
         os.environ.update(old)
+
+
+def test_torchpack_job_stops_with_a_final_checkpoint(tmp_path, launch_synth, slurm_env):
+    """`launch.launcher: torchpack` under Slurm: the batch shell runs mpirun with 2 CPU ranks; `bevctl stop` reaches
+    the ranks (not mpirun, which would kill them before they save) and the job ends stopped with latest.pth."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not (shutil.which("mpirun") and (BIN / "torchpack").is_file()
+            and subprocess.run([sys.executable, "-c", "import mpi4py"], capture_output=True).returncode == 0):
+        pytest.skip("tests/setup_extras.sh could not install OpenMPI, torchpack and mpi4py")
+    common = ["demo", "--name", "tps", "--set", "launch.where=slurm", "--set", "launch.launcher=torchpack",
+              "--set", "launch.gpus=0", "--set", "launch.cpu_processes=2", "--set", "train.device=cpu", "--set", f"data.root={launch_synth}",
+              "--set", "train.epochs=100", "--set", "train.eval_interval=0", "--set", "train.log_interval=1",
+              "--set", "data.workers=1"]
+    started = run_cli("start", *common, "--yes", "--json", cwd=tmp_path, env=slurm_env)
+    assert started.returncode == 0, started.stderr
+    run_dir = tmp_path / "runs" / "tps"
+    wait_for_event(run_dir, "train", timeout=240)
+    stopped = run_cli("stop", "tps", "--json", "--grace", "120", cwd=tmp_path, env=slurm_env, timeout=300)
+    assert stopped.returncode == 0, stopped.stderr
+    report = json.loads(stopped.stdout)
+    got = events(run_dir)
+    console = (run_dir / "console.out").read_text()[-2000:] if (run_dir / "console.out").exists() else ""
+    assert report["status"] == "stopped", (report, console)
+    saved = [e for e in got if e["kind"] == "checkpoint_saved" and e.get("reason") == "signal"]
+    assert saved and (run_dir / "latest.pth").is_file(), console
+    assert [(e["status"], e["exit_code"]) for e in got if e["kind"] == "run_end"] == [("stopped", 0)]
