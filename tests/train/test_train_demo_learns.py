@@ -2,10 +2,11 @@
 the synthetic nuScenes-format data, two CPU processes), started the way `make demo` starts it, gets better at both
 tasks across its evaluations (nuScenes devkit mAP; map mean IoU at the best threshold).
 
-Map: issue 14's goal is mIoU >= 0.40; the floor here is the measured level (0.672) with a margin. Detection: the
-measured level with a margin, not yet the goal of 0.30: mAP 0.275 as shipped (train.seed 0); seeds 1 and 2 give
-0.302 and 0.251, and another CPU's float rounding takes another path much as another seed does, so the floor is
-0.22. How long it takes is measured in the README, not here.
+Detection is held to issue 14's goal, mAP >= 0.30; map segmentation to mIoU >= 0.60, above the goal of 0.40.
+As shipped (train.seed 0) the demo measures mAP 0.313 and mIoU 0.725 on the 2-core development machine, the same
+figures on every run there. Training seeds 1 and 2 give mAP 0.321 and 0.297: a CPU whose float rounding takes
+another path lands where another seed does, so on such a machine the detection floor can fail while the model
+learns as well. How long the demo takes is measured in the README, not here.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def test_demo_phase_learns_detection_and_map_segmentation(tmp_path):
     assert len(val) >= 2, "the demo evaluates more than once"
     maps = [v["object/map"] for v in val]
     ious = [v["map/mean/iou@max"] for v in val]
-    assert maps[-1] >= 0.22, maps
+    assert maps[-1] >= 0.30, maps
     assert ious[-1] >= 0.60, ious
     # rising: the last evaluation beats the first and is not a collapse from an earlier best
     assert maps[-1] > 1.3 * maps[0] and maps[-1] >= 0.9 * max(maps), maps
