@@ -71,7 +71,10 @@ class TransFusionBBoxCoder:
                vel: Tensor | None, filter: bool = False) -> list[dict[str, Tensor]]:
         """Head outputs [B, C, P] -> per sample {'bboxes': [K, 9], 'scores': [K], 'labels': [K]} (float32).
 
-        With `filter`, keeps boxes scoring above `score_threshold` whose centre lies in `post_center_range`.
+        With `filter`, keeps boxes scoring above `score_threshold` whose centre lies in `post_center_range`, with the
+        reference coders' two edges: a threshold of 0 (the nuScenes configs') filters nothing, and the range's z
+        bounds test the z those coders decode (regressed height - h/2: the box bottom for mmdet3d, our z for the
+        original's convention).
         """
         heatmap, rot, dim, center, height = (t.float() for t in (heatmap, rot, dim, center, height))
         scores, labels = heatmap.max(dim=1)
@@ -90,13 +93,17 @@ class TransFusionBBoxCoder:
         if vel is not None:
             parts.append(vel.float())
         boxes = torch.cat(parts, dim=1).permute(0, 2, 1)  # [B, P, code]
+        ranged = boxes[..., :3].clone()
+        if self.convention == "mmdet3d":
+            ranged[..., 2] -= boxes[..., 5] * 0.5
         out = []
         for i in range(boxes.shape[0]):
             keep = torch.ones_like(scores[i], dtype=torch.bool)
-            if filter and self.score_threshold is not None:
+            # `if self.score_threshold:` in both reference coders: 0.0 keeps the zero-score queries too
+            if filter and self.score_threshold:
                 keep &= scores[i] > self.score_threshold
             if filter and self.post_center_range is not None:
                 r = boxes.new_tensor(self.post_center_range)
-                keep &= (boxes[i, :, :3] >= r[:3]).all(-1) & (boxes[i, :, :3] <= r[3:]).all(-1)
+                keep &= (ranged[i] >= r[:3]).all(-1) & (ranged[i] <= r[3:]).all(-1)
             out.append({"bboxes": boxes[i][keep], "scores": scores[i][keep], "labels": labels[i][keep]})
         return out

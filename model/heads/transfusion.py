@@ -372,7 +372,7 @@ class TransFusionHead(nn.Module):
     # ------------------------------------------------------------------------------------------------ inference
     @torch.no_grad()
     def get_bboxes(self, preds: dict[str, Tensor]) -> list[dict[str, Tensor]]:
-        """No NMS (as the nuScenes test_cfg): every query above `score_threshold` inside `post_center_range`,
+        """No NMS (as the nuScenes test_cfg): every query inside `post_center_range` (above `score_threshold` if set),
         score = sigmoid(class logit) x heatmap score of the query's cell, for the query's init class."""
         p = self.num_proposals
         one_hot = F.one_hot(preds["query_labels"], self.num_classes).permute(0, 2, 1).float()

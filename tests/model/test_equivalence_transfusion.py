@@ -484,24 +484,32 @@ def test_get_bboxes_equals_original_decode():
     P = head.num_proposals
     with torch.no_grad():
         preds["center"] = preds["center"] * 1.3 - 5  # push some centres out of the post-centre range
+        # heights at the range's top z (10): a box whose centre is above it but whose bottom is not stays
+        dim_h = preds["dim"][:, 2, -P:].exp()
+        preds["height"][:, 0, -P:8 - P] = 10.0 + dim_h[:, :8] * torch.tensor([0.25, 0.75] * 4)
+        preds["query_heatmap_score"][:, 8:12] = 0.0  # queries on suppressed cells: score exactly 0
         ours = head.get_bboxes(preds)
     one_hot = F.one_hot(preds["query_labels"], 10).permute(0, 2, 1)
     score = preds["heatmap"][..., -P:].sigmoid() * preds["query_heatmap_score"] * one_hot
     boxes, scores, labels = _ref_decode(head.cfg, score, *(preds[k][..., -P:] for k in ("rot", "dim", "center",
                                                                                           "height", "vel")))
+    # the original tests its (bottom-z) boxes against the range, and skips `score > threshold` when the
+    # threshold is 0.0 (falsy): zero-score queries stay
+    assert head.cfg.score_threshold == 0.0 and (scores == 0).any()
     r = torch.tensor(head.cfg.post_center_range)
     keep = (boxes[..., :3] >= r[:3]).all(2) & (boxes[..., :3] <= r[3:]).all(2)
-    # the original skips its `score > threshold` test when the threshold is 0.0 (falsy); ours applies it, which
-    # agrees as long as no kept score is exactly 0 (a query whose cell was suppressed): true here
-    assert (scores > 0).all()
     assert 0 < keep.sum() < keep.numel()
+    assert keep[:, :8].any() and not keep[:, :8].all()  # the z edge decides some of the first 8
+    assert (scores[keep] == 0).any()
     for b in range(2):
         expect = boxes[b, keep[b]].clone()
         expect[:, 2] += expect[:, 5] / 2  # documented: our z is the box centre
         torch.testing.assert_close(ours[b]["boxes_3d"], expect, **TOL)
         torch.testing.assert_close(ours[b]["scores_3d"], scores[b, keep[b]], **TOL)
         assert torch.equal(ours[b]["labels_3d"], labels[b, keep[b]])
-        assert torch.equal(ours[b]["labels_3d"], preds["query_labels"][b][keep[b]])
+        # a zero-score query's label is the argmax of zeros (0) in both; the others keep their query's class
+        scored = scores[b, keep[b]] > 0
+        assert torch.equal(ours[b]["labels_3d"][scored], preds["query_labels"][b][keep[b]][scored])
 
 
 def test_loss_functions_equal_original_formulas():
