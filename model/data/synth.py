@@ -29,13 +29,15 @@ from bevctl.phases import SYNTH_SCENES_MAX, SYNTH_SPLITS
 from model.data.geometry import apply, points_in_boxes, rigid_inv, transform, yaw_to_quat
 from model.data.rig import CAMERA_CALIB, CAMERAS, IMAGE_HEIGHT, IMAGE_WIDTH, LIDAR
 from model.data.synth_map import MapBuilder, token
-from model.data.synth_world import CATEGORY_LOOK, SWEEP_PERIOD_S, SceneWorld, plan_scene
+from model.data.synth_world import (CATEGORY_LOOK, DETECTION_CLASS, EVAL_RANGE_M, SWEEP_PERIOD_S, SceneWorld,
+                                     plan_split)
 
 VERSION = "v1.0-mini"  # the default; SYNTH_SPLITS holds each version's (train, val) devkit split names
 MARKER = "synth.json"
 # Bumped whenever the same seed would generate different data; a dataset from another generator is reported.
 # 2: LiDAR sees road paint and kerbs, every detection class common, road works closing a lane.
-GENERATOR = 2
+# 3: each split shows every detection class where a scene can (a split that already did is unchanged).
+GENERATOR = 3
 ANNOTATION_RADIUS = 60.0
 
 CATEGORIES = [
@@ -86,6 +88,42 @@ def scene_names(scenes: int, version: str = VERSION) -> list[str]:
         raise ValueError(f"scenes must be between 2 and {most} for {version}, got {scenes}")
     n_val = max(1, round(scenes * len(val) / (len(train) + len(val))))
     return list(train[: scenes - n_val]) + list(val[:n_val])
+
+
+# A box the check revolution hits this often gets at least one return in the written key frame too (whose random
+# azimuth offset and range noise differ), so the devkit, which drops boxes without LiDAR points, keeps it.
+MIN_CHECK_POINTS = 5
+
+
+def classes_seen(w: SceneWorld) -> set[str]:
+    """Detection classes with a box within the class's evaluation range of the ego at a key frame that takes at
+    least MIN_CHECK_POINTS returns of a LiDAR revolution cast there (over flat ground: only the boxes matter)."""
+    from model.data.synth_sensors import cast_lidar
+
+    lidar2ego = transform(LIDAR["rotation"], LIDAR["translation"])
+    rng = np.random.default_rng([w.index, 13])
+    seen: set[str] = set()
+    for t in w.key_times():
+        pos, yaw = w.ego_pose(t)
+        lidar2global = transform(yaw_to_quat(yaw), [float(v) for v in pos]) @ lidar2ego
+        objs = np.array([i.box_at(t) for i in w.instances]).reshape(-1, 7)
+        _, hit = cast_lidar(lidar2global, np.concatenate([objs, w.clutter], 0), np.zeros(len(objs) + len(w.clutter)),
+                            rng)
+        hits = np.bincount(hit[hit >= 0], minlength=len(objs) + len(w.clutter))
+        for i, inst in enumerate(w.instances):
+            name = DETECTION_CLASS.get(inst.category)
+            if (name and name not in seen and hits[i] >= MIN_CHECK_POINTS
+                    and np.hypot(*(objs[i, :2] - pos[:2])) <= EVAL_RANGE_M[name]):
+                seen.add(name)
+    return seen
+
+
+def split_indices(names: list[str], version: str = VERSION) -> list[list[int]]:
+    """The positions in `names` of each split's scenes (train, val)."""
+    from nuscenes.utils import splits
+
+    val = set(getattr(splits, SYNTH_SPLITS[version][1]))
+    return [[i for i, n in enumerate(names) if n not in val], [i for i, n in enumerate(names) if n in val]]
 
 
 def dataset_exists(root: Path | str, version: Optional[str] = None) -> bool:
@@ -242,8 +280,11 @@ def _write(root: Path, version: str, names: list[str], samples: int, seed: int, 
     maps: dict[str, MapBuilder] = {}
     counts = {"samples": 0, "annotations": 0, "lidar_points": 0}
     jobs = []
-    for index, name in enumerate(names):
-        world = plan_scene(index, name, seed, samples, sweeps, mini=version == VERSION)
+    worlds = {}
+    for split in split_indices(names, version):
+        worlds.update(plan_split(split, names, seed, samples, sweeps, mini=version == VERSION, shown=classes_seen))
+    for index in range(len(names)):
+        world = worlds[index]
         maps.setdefault(world.location, MapBuilder(world.location, seed)).add_scene(world)
         jobs.append((root, world, seed, cat_tok, attr_tok, sensor_tok))
     with progress as bar, _ScenePool(len(names) * samples) as pool:

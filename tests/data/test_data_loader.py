@@ -307,14 +307,18 @@ def test_bev_masks_agree_with_the_devkit_rasteriser(eval_ds):
     # The devkit's canvas rows run along +y from the bottom, columns along +x: transpose to [x, y].
     theirs = theirs.transpose(0, 2, 1)
     ours = eval_ds[1]["gt_masks_bev"][:5].numpy()
-    from scipy.ndimage import binary_dilation
+    from scipy.ndimage import binary_dilation, binary_erosion
 
     for k, name in enumerate(layers):
         # Same area; the devkit rounds vertices to whole cells while the contract puts cell centres at +0.5, so
-        # allow one cell of disagreement along the edges.
-        assert abs(int(ours[k].sum()) - int(theirs[k].sum())) <= 0.02 * max(theirs[k].sum(), 50), name
-        assert not (ours[k].astype(bool) & ~binary_dilation(theirs[k].astype(bool))).any(), name
-        assert not (theirs[k].astype(bool) & ~binary_dilation(ours[k].astype(bool))).any(), name
+        # allow one cell of disagreement along the edges: at most the devkit mask's edge cells (an edge that falls
+        # on a cell boundary flips a whole row of cells, 4 % of a narrow ped crossing)
+        edge = int((theirs[k].astype(bool) & ~binary_erosion(theirs[k].astype(bool))).sum())
+        assert abs(int(ours[k].sum()) - int(theirs[k].sum())) <= max(edge, 5), name
+        # and no cell further than one from the other mask (diagonally too: a corner moves in x and y)
+        near = np.ones((3, 3), bool)
+        assert not (ours[k].astype(bool) & ~binary_dilation(theirs[k].astype(bool), near)).any(), name
+        assert not (theirs[k].astype(bool) & ~binary_dilation(ours[k].astype(bool), near)).any(), name
 
 
 def test_info_files_work_without_the_tables(eval_ds, tmp_path):
