@@ -373,12 +373,16 @@ def partial_load(
     if not report.ok:
         return report
     own = model.state_dict()
-    accept: dict[str, torch.Tensor] = {}
+    accept: OrderedDict[str, torch.Tensor] = OrderedDict()
     for entry in plan.loads():
         tensor = state_dict[entry.source]
         if entry.permute is not None:
             tensor = tensor.permute(*entry.permute).contiguous()
         accept[entry.key] = tensor.to(own[entry.key].dtype)
+    # The tensors are in this model's layout now: they go in with the model's own module versions, so a loader
+    # keyed on the version leaves them as they are (mmdet3d, once imported, permutes every sparse kernel of a
+    # state dict without version 2 as if it were spconv 1.x: ours would be turned twice).
+    accept._metadata = getattr(own, "_metadata", None)  # type: ignore[attr-defined]
     with torch.no_grad():
         model.load_state_dict(accept, strict=False)
     if plan.object_head_loaded():
