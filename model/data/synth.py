@@ -15,6 +15,7 @@ nothing half-written and concurrent callers (several ranks) end up with one comp
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
 import shutil
@@ -29,8 +30,7 @@ from bevctl.phases import SYNTH_SCENES_MAX, SYNTH_SPLITS
 from model.data.geometry import apply, points_in_boxes, rigid_inv, transform, yaw_to_quat
 from model.data.rig import CAMERA_CALIB, CAMERAS, IMAGE_HEIGHT, IMAGE_WIDTH, LIDAR
 from model.data.synth_map import MapBuilder, token
-from model.data.synth_world import (CATEGORY_LOOK, DETECTION_CLASS, EVAL_RANGE_M, SWEEP_PERIOD_S, SceneWorld,
-                                     plan_split)
+from model.data.synth_world import CATEGORY_LOOK, SWEEP_PERIOD_S, SceneWorld, plan_split
 
 VERSION = "v1.0-mini"  # the default; SYNTH_SPLITS holds each version's (train, val) devkit split names
 MARKER = "synth.json"
@@ -95,11 +95,22 @@ def scene_names(scenes: int, version: str = VERSION) -> list[str]:
 MIN_CHECK_POINTS = 5
 
 
+@functools.lru_cache(maxsize=None)
+def eval_ranges() -> dict[str, float]:
+    """The devkit's evaluation range of each detection class (detection_cvpr_2019, the config the trainer uses)."""
+    from nuscenes.eval.detection.config import config_factory
+
+    return config_factory("detection_cvpr_2019").class_range
+
+
 def classes_seen(w: SceneWorld) -> set[str]:
     """Detection classes with a box within the class's evaluation range of the ego at a key frame that takes at
     least MIN_CHECK_POINTS returns of a LiDAR revolution cast there (over flat ground: only the boxes matter)."""
+    from nuscenes.eval.detection.utils import category_to_detection_name
+
     from model.data.synth_sensors import cast_lidar
 
+    ranges = eval_ranges()
     lidar2ego = transform(LIDAR["rotation"], LIDAR["translation"])
     rng = np.random.default_rng([w.index, 13])
     seen: set[str] = set()
@@ -111,9 +122,9 @@ def classes_seen(w: SceneWorld) -> set[str]:
                             rng)
         hits = np.bincount(hit[hit >= 0], minlength=len(objs) + len(w.clutter))
         for i, inst in enumerate(w.instances):
-            name = DETECTION_CLASS.get(inst.category)
+            name = category_to_detection_name(inst.category)
             if (name and name not in seen and hits[i] >= MIN_CHECK_POINTS
-                    and np.hypot(*(objs[i, :2] - pos[:2])) <= EVAL_RANGE_M[name]):
+                    and np.hypot(*(objs[i, :2] - pos[:2])) <= ranges[name]):
                 seen.add(name)
     return seen
 
@@ -282,7 +293,8 @@ def _write(root: Path, version: str, names: list[str], samples: int, seed: int, 
     jobs = []
     worlds = {}
     for split in split_indices(names, version):
-        worlds.update(plan_split(split, names, seed, samples, sweeps, mini=version == VERSION, shown=classes_seen))
+        worlds.update(plan_split(split, names, seed, samples, sweeps, version == VERSION, classes_seen,
+                                 set(eval_ranges())))
     for index in range(len(names)):
         world = worlds[index]
         maps.setdefault(world.location, MapBuilder(world.location, seed)).add_scene(world)

@@ -8,6 +8,7 @@ cross road, walkways, ped crossings, stop lines, maybe a car park, buildings and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -159,35 +160,13 @@ def plan_scene(index: int, name: str, seed: int, samples: int, sweeps: int, mini
     return w
 
 
-
-# nuScenes evaluates each detection class within this many metres of the ego (detection_cvpr_2019's class_range)
-EVAL_RANGE_M = {"car": 50, "truck": 50, "bus": 50, "trailer": 50, "construction_vehicle": 50, "pedestrian": 40,
-                "motorcycle": 40, "bicycle": 40, "traffic_cone": 30, "barrier": 30}
-DETECTION_CLASS = {"vehicle.car": "car", "vehicle.truck": "truck", "vehicle.construction": "construction_vehicle",
-                   "vehicle.bus.rigid": "bus", "vehicle.bus.bendy": "bus", "vehicle.trailer": "trailer",
-                   "movable_object.barrier": "barrier", "vehicle.motorcycle": "motorcycle",
-                   "vehicle.bicycle": "bicycle", "movable_object.trafficcone": "traffic_cone",
-                   "human.pedestrian.adult": "pedestrian", "human.pedestrian.child": "pedestrian",
-                   "human.pedestrian.construction_worker": "pedestrian",
-                   "human.pedestrian.police_officer": "pedestrian"}
 MAX_VARIANTS = 12
 
 
-def classes_in_range(w: SceneWorld) -> set[str]:
-    """Detection classes with an annotated box within the class's evaluation range of the ego at a key frame."""
-    shown: set[str] = set()
-    for t in w.key_times():
-        ego = w.ego_pose(t)[0][:2]
-        for inst in w.instances:
-            name = DETECTION_CLASS.get(inst.category)
-            if name and name not in shown and np.hypot(*(inst.box_at(t)[:2] - ego)) <= EVAL_RANGE_M[name]:
-                shown.add(name)
-    return shown
-
-
-def plan_split(indices: list[int], names: list[str], seed: int, samples: int, sweeps: int, mini: bool = True,
-               shown=classes_in_range) -> dict[int, SceneWorld]:
-    """The worlds of one split's scenes, such that `shown` (a world -> its detection classes) covers all ten.
+def plan_split(indices: list[int], names: list[str], seed: int, samples: int, sweeps: int, mini: bool,
+               shown: Callable[[SceneWorld], set[str]], everything: set[str]) -> dict[int, SceneWorld]:
+    """The worlds of one split's scenes, such that `shown` (a world -> the detection classes the evaluation sees in
+    it) covers `everything` (the ten classes).
 
     nuScenes mAP averages the ten classes over a split, and a class the split never shows scores AP 0: a small
     split (the mini version's val holds one or two scenes) would cap mAP whatever the model learns. A scene is
@@ -197,7 +176,6 @@ def plan_split(indices: list[int], names: list[str], seed: int, samples: int, sw
     draw: after MAX_VARIANTS rounds it keeps the best it found.
     """
     worlds = {i: plan_scene(i, names[i], seed, samples, sweeps, mini) for i in indices}
-    everything = set(EVAL_RANGE_M)
     seen: dict[int, set[str]] = {}
     for i in indices:  # the usual case: a few scenes show everything, the rest need no look
         seen[i] = shown(worlds[i])
